@@ -1,0 +1,1 @@
+//! Certificates for the herd (placeholder; being written).

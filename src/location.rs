@@ -1,0 +1,124 @@
+//! ISO 6709 locations as clients send them: `+34.068930-118.445127`.
+
+/// A latitude and longitude in decimal degrees.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl Location {
+    /// Parses `[+-]DIGITS[.DIGITS][+-]DIGITS[.DIGITS]` with |lat| <= 90 and
+    /// |lon| <= 180. Bounds are checked on the digits themselves, so
+    /// `+90.0000000000000000001` is refused even though it rounds to 90.0.
+    pub fn parse(text: &[u8]) -> Option<Location> {
+        let split = 1 + text.get(1..)?.iter().position(|&b| b == b'+' || b == b'-')?;
+        let lat = degrees(&text[..split], 90)?;
+        let lon = degrees(&text[split..], 180)?;
+        Some(Location { lat, lon })
+    }
+}
+
+/// One signed coordinate, at most `max` degrees in magnitude.
+fn degrees(text: &[u8], max: u32) -> Option<f64> {
+    let (&sign, body) = text.split_first()?;
+    if sign != b'+' && sign != b'-' {
+        return None;
+    }
+    decimal_at_most(body, max)?;
+    let value: f64 = std::str::from_utf8(body).ok()?.parse().ok()?;
+    Some(if sign == b'-' { -value } else { value })
+}
+
+/// Checks that `DIGITS[.DIGITS]` is a well-formed decimal no greater than
+/// `max`, comparing digits rather than floating-point values.
+pub(crate) fn decimal_at_most(text: &[u8], max: u32) -> Option<()> {
+    let (int, frac) = match text.iter().position(|&b| b == b'.') {
+        Some(dot) => (&text[..dot], &text[dot + 1..]),
+        None => (text, &b""[..]),
+    };
+    let has_dot = int.len() < text.len();
+    if int.is_empty() || (has_dot && frac.is_empty()) {
+        return None;
+    }
+    if !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let significant = &int[int.iter().position(|&b| b != b'0').unwrap_or(int.len())..];
+    if significant.len() > 9 {
+        return None;
+    }
+    let whole: u32 = significant
+        .iter()
+        .fold(0, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    let frac_zero = frac.iter().all(|&b| b == b'0');
+    (whole < max || (whole == max && frac_zero)).then_some(())
+}
+
+/// True when a well-formed decimal is exactly zero.
+pub(crate) fn decimal_is_zero(text: &[u8]) -> bool {
+    text.iter().all(|&b| b == b'0' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_valid_locations() {
+        let l = Location::parse(b"+34.068930-118.445127").unwrap();
+        assert_eq!((l.lat, l.lon), (34.068930, -118.445127));
+        let l = Location::parse(b"+34-118").unwrap();
+        assert_eq!((l.lat, l.lon), (34.0, -118.0));
+        assert!(Location::parse(b"-90+180").is_some());
+        assert!(Location::parse(b"+90.000-180.0000").is_some());
+        assert!(Location::parse(b"+00.5+000.25").is_some());
+    }
+
+    #[test]
+    fn refuses_invalid_locations() {
+        for bad in [
+            &b""[..],
+            b"+",
+            b"34.0-118.0",
+            b"+34.0118.0",
+            b"+34.0-118.0+1",
+            b"+90.0000000000000000001+0",
+            b"+91+0",
+            b"+0+180.1",
+            b"+0-181",
+            b"+.5+1",
+            b"+1.+1",
+            b"+1+1.",
+            b"++1+1",
+            b"+1e1+1",
+            b"+1 +1",
+            b"+1-",
+            b"+0x1+1",
+            b"+9999999999+1",
+        ] {
+            assert_eq!(Location::parse(bad), None, "{}", bad.escape_ascii());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn valid_coordinates_parse(lat in -90_000_000i64..=90_000_000, lon in -180_000_000i64..=180_000_000) {
+            let sign = |v: i64| if v < 0 { '-' } else { '+' };
+            let text = format!(
+                "{}{}.{:06}{}{}.{:06}",
+                sign(lat), lat.abs() / 1_000_000, lat.abs() % 1_000_000,
+                sign(lon), lon.abs() / 1_000_000, lon.abs() % 1_000_000,
+            );
+            let l = Location::parse(text.as_bytes()).unwrap();
+            prop_assert!((l.lat - lat as f64 / 1e6).abs() < 1e-9);
+            prop_assert!((l.lon - lon as f64 / 1e6).abs() < 1e-9);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = Location::parse(&bytes);
+        }
+    }
+}

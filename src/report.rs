@@ -1,0 +1,234 @@
+//! The AT line: one client's location as a server recorded it.
+//!
+//! `AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503`
+//!
+//! The line is made once, by the server that received the IAMAT, and then
+//! travels between servers byte for byte, so every node answers WHATSAT with
+//! exactly the line the receiving server made.
+
+use std::cmp::Ordering;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::location::Location;
+use crate::request::{fields, is_space};
+use crate::timestamp::{format_delta, parse_delta, Timestamp};
+
+/// One client's reported location, with the AT line that records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    line: Bytes,
+    server: Range<usize>,
+    client: Range<usize>,
+    location: Location,
+    time: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadReport {
+    #[error("not an AT line with six fields")]
+    Shape,
+    #[error("bad server name")]
+    Server,
+    #[error("bad time difference")]
+    Delta,
+    #[error("bad location")]
+    Location,
+    #[error("bad client time")]
+    Time,
+}
+
+impl Report {
+    /// Records an IAMAT received by `server` at `received`.
+    pub fn new(
+        server: &str,
+        received: Timestamp,
+        client: &[u8],
+        location_text: &[u8],
+        location: Location,
+        time_text: &[u8],
+        time: Timestamp,
+    ) -> Report {
+        let delta = format_delta(received.nanos_since(time));
+        let mut line = BytesMut::with_capacity(
+            8 + server.len() + delta.len() + client.len() + location_text.len() + time_text.len(),
+        );
+        line.put_slice(b"AT ");
+        line.put_slice(server.as_bytes());
+        let server_range = 3..line.len();
+        line.put_u8(b' ');
+        line.put_slice(delta.as_bytes());
+        line.put_u8(b' ');
+        let start = line.len();
+        line.put_slice(client);
+        let client_range = start..line.len();
+        line.put_u8(b' ');
+        line.put_slice(location_text);
+        line.put_u8(b' ');
+        line.put_slice(time_text);
+        Report {
+            line: line.freeze(),
+            server: server_range,
+            client: client_range,
+            location,
+            time,
+        }
+    }
+
+    /// Parses and checks an AT line made by another server.
+    pub fn parse(line: Bytes) -> Result<Report, BadReport> {
+        let mut ranges = field_ranges(&line);
+        let mut next = || ranges.next().ok_or(BadReport::Shape);
+        let (at, server, delta, client, location, time) =
+            (next()?, next()?, next()?, next()?, next()?, next()?);
+        if ranges.next().is_some() || &line[at] != b"AT" || server.start != 3 {
+            return Err(BadReport::Shape);
+        }
+        if !crate::config::is_node_name(&line[server.clone()]) {
+            return Err(BadReport::Server);
+        }
+        parse_delta(&line[delta]).ok_or(BadReport::Delta)?;
+        let location = Location::parse(&line[location]).ok_or(BadReport::Location)?;
+        let time_end = time.end;
+        let time = Timestamp::parse(&line[time]).ok_or(BadReport::Time)?;
+        // Lines travel exactly as their server made them: single spaces.
+        if line.len() != time_end || line.iter().filter(|&&b| is_space(b)).count() != 5 {
+            return Err(BadReport::Shape);
+        }
+        Ok(Report {
+            line,
+            server,
+            client,
+            location,
+            time,
+        })
+    }
+
+    /// The AT line, without a line end.
+    pub fn line(&self) -> &Bytes {
+        &self.line
+    }
+
+    /// The server that received the IAMAT.
+    pub fn server(&self) -> &[u8] {
+        &self.line[self.server.clone()]
+    }
+
+    /// The client ID, as the client sent it.
+    pub fn client(&self) -> &[u8] {
+        &self.line[self.client.clone()]
+    }
+
+    /// The client ID as a cheap handle on the line's own bytes.
+    pub fn client_bytes(&self) -> Bytes {
+        self.line.slice(self.client.clone())
+    }
+
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The client's own time for this report.
+    pub fn time(&self) -> Timestamp {
+        self.time
+    }
+
+    /// Newest wins: the greater client time, and for equal times the
+    /// greater line bytes (which begin with the server name), so every node
+    /// settles on the same report whatever order reports arrive in.
+    pub fn newness(&self, other: &Report) -> Ordering {
+        self.time
+            .cmp(&other.time)
+            .then_with(|| self.line.cmp(&other.line))
+    }
+}
+
+fn field_ranges(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let base = line.as_ptr() as usize;
+    fields(line).map(move |f| {
+        let start = f.as_ptr() as usize - base;
+        start..start + f.len()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn example(server: &str, time: &str) -> Report {
+        let received = Timestamp::parse(b"1621464828.223371889").unwrap();
+        Report::new(
+            server,
+            received,
+            b"kiwi.cs.ucla.edu",
+            b"+34.068930-118.445127",
+            Location::parse(b"+34.068930-118.445127").unwrap(),
+            time.as_bytes(),
+            Timestamp::parse(time.as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn formats_the_spec_example() {
+        let r = example("Clark", "1621464827.959498503");
+        assert_eq!(
+            &r.line()[..],
+            b"AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
+        );
+        assert_eq!(r.server(), b"Clark");
+        assert_eq!(r.client(), b"kiwi.cs.ucla.edu");
+    }
+
+    #[test]
+    fn negative_skew_is_signed() {
+        let r = example("Clark", "1621464829.000000000");
+        assert!(r.line().starts_with(b"AT Clark -0.776628111 "));
+    }
+
+    #[test]
+    fn parse_round_trips_what_new_makes() {
+        let r = example("Bona", "1621464827.959498503");
+        assert_eq!(Report::parse(r.line().clone()), Ok(r));
+    }
+
+    #[test]
+    fn parse_refuses_bad_lines() {
+        for bad in [
+            &b"AT Clark +0.263873386 kiwi +34-118"[..],
+            b"AT Clark +0.263873386 kiwi +34-118 1 x",
+            b"IAMAT Clark +0.263873386 kiwi +34-118 1",
+            b"AT Cl/ark +0.263873386 kiwi +34-118 1",
+            b"AT Clark 0.263873386 kiwi +34-118 1",
+            b"AT Clark +0.26 kiwi +34-118 1",
+            b"AT Clark +0.263873386 kiwi 34-118 1",
+            b"AT Clark +0.263873386 kiwi +34-118 1.",
+            b"AT  Clark +0.263873386 kiwi +34-118 1",
+            b"AT Clark +0.263873386 kiwi +34-118 1\n",
+        ] {
+            assert!(
+                Report::parse(Bytes::copy_from_slice(bad)).is_err(),
+                "{}",
+                bad.escape_ascii()
+            );
+        }
+    }
+
+    #[test]
+    fn newness_orders_by_time_then_bytes() {
+        let old = example("Clark", "1621464827.959498503");
+        let new = example("Clark", "1621464827.959498504");
+        assert_eq!(new.newness(&old), Ordering::Greater);
+        let bona = example("Bona", "1621464827.959498503");
+        assert_eq!(old.newness(&bona), Ordering::Greater);
+        assert_eq!(old.newness(&old.clone()), Ordering::Equal);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = Report::parse(Bytes::from(bytes));
+        }
+    }
+}
