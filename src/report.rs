@@ -78,11 +78,10 @@ impl Report {
 
     /// Parses and checks an AT line made by another server.
     pub fn parse(line: Bytes) -> Result<Report, BadReport> {
-        let mut ranges = field_ranges(&line);
-        let mut next = || ranges.next().ok_or(BadReport::Shape);
-        let (at, server, delta, client, location, time) =
-            (next()?, next()?, next()?, next()?, next()?, next()?);
-        if ranges.next().is_some() || &line[at] != b"AT" || server.start != 3 {
+        let ranges: Vec<Range<usize>> = field_ranges(&line).take(7).collect();
+        let [at, server, delta, client, location, time]: [Range<usize>; 6] =
+            ranges.try_into().map_err(|_| BadReport::Shape)?;
+        if &line[at] != b"AT" || server.start != 3 {
             return Err(BadReport::Shape);
         }
         if !crate::config::is_node_name(&line[server.clone()]) {
