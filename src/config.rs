@@ -320,7 +320,9 @@ impl Config {
                 if !seen.insert(n) {
                     problem(format!("nodes.{name}.neighbours: {n} is listed twice"));
                 } else if n == name {
-                    problem(format!("nodes.{name}.neighbours: a node cannot neighbour itself"));
+                    problem(format!(
+                        "nodes.{name}.neighbours: a node cannot neighbour itself"
+                    ));
                 } else if let Some(other) = raw.nodes.get(n) {
                     if !other.neighbours.contains(name) {
                         problem(format!(
@@ -340,9 +342,7 @@ impl Config {
         }
         let mut ports: HashMap<(String, u16), String> = HashMap::new();
         for (name, node) in &raw.nodes {
-            let mut addrs = vec![
-                ("client", node.client.ip().to_string(), node.client.port()),
-            ];
+            let mut addrs = vec![("client", node.client.ip().to_string(), node.client.port())];
             if let Some((host, port)) = split_host_port(&node.peer) {
                 addrs.push(("peer", host.to_string(), port));
             }
@@ -526,12 +526,25 @@ neighbours = ["A"]
     #[test]
     fn each_problem_is_one_line_naming_the_key() {
         let p = problems(&GOOD.replace(r#"neighbours = ["A"]"#, r#"neighbours = ["C"]"#));
-        assert!(p.iter().any(|l| l.contains("nodes.A.neighbours") && l.contains("symmetric")), "{p:?}");
-        assert!(p.iter().any(|l| l.contains("nodes.B.neighbours: no node named C")), "{p:?}");
-        assert!(p.iter().all(|l| !l.contains('\n') && l.starts_with("/etc/herd/herd.toml: ")));
+        assert!(
+            p.iter()
+                .any(|l| l.contains("nodes.A.neighbours") && l.contains("symmetric")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("nodes.B.neighbours: no node named C")),
+            "{p:?}"
+        );
+        assert!(p
+            .iter()
+            .all(|l| !l.contains('\n') && l.starts_with("/etc/herd/herd.toml: ")));
 
         let p = problems(&GOOD.replace("1001", "1000"));
-        assert!(p[0].contains("nodes.B.client") && p[0].contains("already used by nodes.A.client"), "{p:?}");
+        assert!(
+            p[0].contains("nodes.B.client") && p[0].contains("already used by nodes.A.client"),
+            "{p:?}"
+        );
 
         let p = problems(&format!("{GOOD}\nbogus = 1\n"));
         assert!(p[0].contains("bogus"), "{p:?}");
@@ -545,8 +558,15 @@ neighbours = ["A"]
         let p = problems(&format!("{GOOD}\n[places]\nprovider = \"google\"\n"));
         assert!(p[0].contains("places.key"), "{p:?}");
 
-        let p = problems(&GOOD.replace("[nodes.B]", "[nodes.\"B_b\"]").replace("[\"B\"]", "[\"B_b\"]"));
-        assert!(p.iter().any(|l| l.contains("nodes.B_b: a node name")), "{p:?}");
+        let p = problems(
+            &GOOD
+                .replace("[nodes.B]", "[nodes.\"B_b\"]")
+                .replace("[\"B\"]", "[\"B_b\"]"),
+        );
+        assert!(
+            p.iter().any(|l| l.contains("nodes.B_b: a node name")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -4,10 +4,18 @@
 //! rule) with tasks, sockets and timers at the edges.
 
 pub mod certs;
+pub mod client;
 pub mod config;
+pub mod flood;
 pub mod location;
+pub mod logging;
+pub mod node;
+pub mod peer;
 pub mod places;
 pub mod report;
 pub mod request;
+pub mod server;
 pub mod store;
 pub mod timestamp;
+pub mod tls;
+pub mod transport;

@@ -12,7 +12,10 @@ impl Location {
     /// |lon| <= 180. Bounds are checked on the digits themselves, so
     /// `+90.0000000000000000001` is refused even though it rounds to 90.0.
     pub fn parse(text: &[u8]) -> Option<Location> {
-        let split = 1 + text.get(1..)?.iter().position(|&b| b == b'+' || b == b'-')?;
+        let split = 1 + text
+            .get(1..)?
+            .iter()
+            .position(|&b| b == b'+' || b == b'-')?;
         let lat = degrees(&text[..split], 90)?;
         let lon = degrees(&text[split..], 180)?;
         Some(Location { lat, lon })

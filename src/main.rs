@@ -1,1 +1,172 @@
-fn main() {}
+//! `herd run <NODE>` runs one node; `herd check` validates a configuration
+//! and its certificates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use herd::config::{self, Config, TransportKind};
+use herd::node::BoundNode;
+
+#[derive(Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "An application-server herd for rapidly changing locations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of the herd.
+    Run {
+        /// The node's name, as in the config's [nodes] table.
+        node: String,
+        /// Config file (default: $HERD_CONFIG, else config/herd.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check the config and, for quic, every node's certificate.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Certificates expiring sooner than this are reported by `check`.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("HERD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+fn load(flag: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(&config_path(flag)).map_err(|e| {
+        for problem in &e.problems {
+            eprintln!("error: {problem}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(config),
+        Command::Run { node, config } => {
+            let config = match load(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = config.node(&node) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            if config.transport == TransportKind::Quic {
+                let problems =
+                    herd::tls::check_node(&config, &node, SystemTime::now(), Duration::ZERO);
+                if !problems.is_empty() {
+                    for p in problems {
+                        eprintln!("error: {p}");
+                    }
+                    eprintln!("hint: make certificates with `cargo xtask gen-certs`");
+                    return ExitCode::from(2);
+                }
+            }
+            let json = std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json");
+            let _guard = match herd::logging::init(&config.log_dir, &node, json) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("error: log.dir {}: {e}", config.log_dir.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match run(config, node) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: Config, node: String) -> anyhow::Result<()> {
+    let bound = BoundNode::bind(&config, &node).await?;
+    let running = bound.start(Arc::new(config))?;
+    tracing::info!(
+        client = %running.client_addr(),
+        peer = %running.peer_addr(),
+        "{node} serving clients"
+    );
+    wait_for_signal()
+        .await
+        .context("installing signal handlers")?;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn check(flag: Option<PathBuf>) -> ExitCode {
+    let config = match load(flag) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    if config.transport == TransportKind::Quic {
+        for node in config.nodes.keys() {
+            problems.extend(herd::tls::check_node(
+                &config,
+                node,
+                SystemTime::now(),
+                EXPIRY_WARNING,
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        return ExitCode::from(2);
+    }
+    let transport = match config.transport {
+        TransportKind::Quic => "quic (mutual TLS; certificates ok)",
+        TransportKind::Tcp => "tcp (plaintext)",
+    };
+    println!(
+        "ok: {} nodes, transport {transport}, places {:?}",
+        config.nodes.len(),
+        config.places.provider
+    );
+    for (name, node) in &config.nodes {
+        println!(
+            "  {name:<10} client {:<21} peer {:<21} neighbours {}",
+            node.client.to_string(),
+            node.peer,
+            node.neighbours.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -148,6 +148,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // the point: f64 cannot hold these
     fn nanosecond_order_where_f64_cannot_tell() {
         let a = Timestamp::parse(b"1621464827.959498503").unwrap();
         let b = Timestamp::parse(b"1621464827.959498504").unwrap();

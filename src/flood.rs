@@ -1,0 +1,357 @@
+//! The flooding rule and the anti-entropy bookkeeping around the store.
+//!
+//! A report offered to the [`Hub`] that wins in the store is queued, under
+//! the same lock, to every attached neighbour but the one it came from; a
+//! report that does not win goes nowhere. Because a report is forwarded only
+//! when it changes a node's table, and tables only move towards each
+//! client's newest report, flooding ends on any topology without message IDs.
+//!
+//! # Anti-entropy
+//!
+//! Every winning report gets the next number in this node's change sequence
+//! ([`Store`]), and each node runs in a boot *epoch* (its start time), so
+//! numbers from before a restart are never confused with numbers after.
+//! For each neighbour, a node remembers `(epoch, head)`: it has received
+//! every change of that neighbour's epoch up to `head` that the neighbour
+//! would forward to it. When a link comes up each end tells the other that
+//! pair; the other sends exactly its changes after `head` (all of them if the
+//! epoch is not its current one), then streams live changes on the same
+//! ordered link. Frames carry the highest change number they complete, so
+//! the head advances as they arrive. The cost of catching up therefore
+//! follows what changed while the link was down, not the size of the table;
+//! only a node that restarted (and so lost its table) receives everything.
+//!
+//! Queues are bounded: a link that falls too far behind is cut rather than
+//! allowed to grow memory or slow clients, and the same catch-up repairs it
+//! when it is redialled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::report::Report;
+use crate::store::{Offer, Seq, Store};
+
+/// A change queued for a neighbour: its number here, and the report.
+pub type Change = (Seq, Arc<Report>);
+
+/// How far this node has caught up with a neighbour's change sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    pub epoch: u64,
+    pub seq: Seq,
+}
+
+struct Attachment {
+    id: u64,
+    queue: mpsc::Sender<Change>,
+    /// Cancelled when the link must go (too far behind, or replaced).
+    cut: CancellationToken,
+}
+
+#[derive(Default)]
+struct Inner {
+    store: Store,
+    links: HashMap<String, Attachment>,
+    heads: HashMap<String, Head>,
+    next_id: u64,
+}
+
+/// A node's table and its links' outgoing queues.
+pub struct Hub {
+    epoch: u64,
+    queue_len: usize,
+    inner: Mutex<Inner>,
+    /// Bumped whenever the table or the set of links changes, so that
+    /// observers (tests, admin) wait on events rather than poll.
+    generation: watch::Sender<u64>,
+}
+
+/// What a newly attached link must send first, and where it then reads.
+pub struct Attached {
+    pub id: u64,
+    /// Changes the neighbour has not seen, in order.
+    pub backlog: Vec<Change>,
+    /// Everything up to here is covered once `backlog` is sent.
+    pub head: Seq,
+    pub live: mpsc::Receiver<Change>,
+    pub cut: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(epoch: u64, queue_len: usize) -> Hub {
+        Hub {
+            epoch,
+            queue_len: queue_len.max(1),
+            inner: Mutex::default(),
+            generation: watch::Sender::new(0),
+        }
+    }
+
+    /// A receiver that wakes on every change of table or links.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the store half
+        // updated (every update is one insert), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers a report received from a client (`from` None) or from the
+    /// neighbour `from`, and floods it if it wins.
+    pub fn publish(&self, report: Arc<Report>, from: Option<&str>) -> Offer {
+        let mut inner = self.lock();
+        let offer = inner.store.offer(report.clone());
+        if let Offer::Won { seq } = offer {
+            let mut behind = Vec::new();
+            for (name, link) in &inner.links {
+                if Some(name.as_str()) == from {
+                    continue;
+                }
+                if link.queue.try_send((seq, report.clone())).is_err() {
+                    behind.push(name.clone());
+                }
+            }
+            for name in behind {
+                if let Some(link) = inner.links.remove(&name) {
+                    tracing::warn!(peer = %name, "link fell too far behind; cutting it (catch-up repairs it)");
+                    link.cut.cancel();
+                }
+            }
+            drop(inner);
+            self.bump();
+        }
+        offer
+    }
+
+    /// The client's newest report known here.
+    pub fn lookup(&self, client: &[u8]) -> Option<Arc<Report>> {
+        self.lock().store.get(client).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Attaches a link to `peer`, which has seen our changes up to `seen`.
+    /// Replaces (and cuts) any link already attached for that peer.
+    pub fn attach(&self, peer: &str, seen: Head) -> Attached {
+        let mut inner = self.lock();
+        let since = if seen.epoch == self.epoch {
+            seen.seq
+        } else {
+            0
+        };
+        let backlog: Vec<Change> = inner
+            .store
+            .changes_since(since)
+            .map(|(seq, report)| (seq, report.clone()))
+            .collect();
+        let head = inner.store.head().max(since);
+        let (queue, live) = mpsc::channel(self.queue_len);
+        let cut = CancellationToken::new();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let attachment = Attachment {
+            id,
+            queue,
+            cut: cut.clone(),
+        };
+        if let Some(old) = inner.links.insert(peer.to_string(), attachment) {
+            old.cut.cancel();
+        }
+        drop(inner);
+        self.bump();
+        Attached {
+            id,
+            backlog,
+            head,
+            live,
+            cut,
+        }
+    }
+
+    /// Detaches link `id` of `peer`, unless a newer link replaced it.
+    pub fn detach(&self, peer: &str, id: u64) {
+        let mut inner = self.lock();
+        if inner.links.get(peer).is_some_and(|l| l.id == id) {
+            inner.links.remove(peer);
+            drop(inner);
+            self.bump();
+        }
+    }
+
+    /// Cuts every link (at shutdown).
+    pub fn cut_all(&self) {
+        for (_, link) in self.lock().links.drain() {
+            link.cut.cancel();
+        }
+    }
+
+    /// Names of the neighbours with a link attached.
+    pub fn attached(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().links.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// How far we have caught up with `peer`.
+    pub fn head_of(&self, peer: &str) -> Head {
+        self.lock().heads.get(peer).copied().unwrap_or_default()
+    }
+
+    /// Records that `peer` (in `epoch`) has sent everything up to `seq`.
+    pub fn advance(&self, peer: &str, epoch: u64, seq: Seq) {
+        let mut inner = self.lock();
+        let head = inner.heads.entry(peer.to_string()).or_default();
+        if head.epoch != epoch {
+            *head = Head { epoch, seq };
+        } else {
+            head.seq = head.seq.max(seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::Location;
+    use crate::timestamp::Timestamp;
+
+    fn report(server: &str, client: &str, secs: u64) -> Arc<Report> {
+        let text = secs.to_string();
+        Arc::new(Report::new(
+            server,
+            Timestamp::new(secs + 1, 0).unwrap(),
+            client.as_bytes(),
+            b"+1+1",
+            Location { lat: 1.0, lon: 1.0 },
+            text.as_bytes(),
+            Timestamp::new(secs, 0).unwrap(),
+        ))
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Change>) -> Vec<(Seq, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Ok((seq, r)) = rx.try_recv() {
+            out.push((seq, r.client().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn winners_go_to_every_neighbour_but_the_sender() {
+        let hub = Hub::new(7, 16);
+        let mut a = hub.attach("A", Head::default());
+        let mut b = hub.attach("B", Head::default());
+        let mut c = hub.attach("C", Head::default());
+        hub.publish(report("A", "k", 5), Some("A"));
+        assert!(drain(&mut a.live).is_empty());
+        assert_eq!(drain(&mut b.live), vec![(1, b"k".to_vec())]);
+        assert_eq!(drain(&mut c.live), vec![(1, b"k".to_vec())]);
+        // A client's report goes to everyone.
+        hub.publish(report("Z", "j", 5), None);
+        for link in [&mut a, &mut b, &mut c] {
+            assert_eq!(drain(&mut link.live), vec![(2, b"j".to_vec())]);
+        }
+    }
+
+    #[test]
+    fn losers_go_nowhere() {
+        let hub = Hub::new(7, 16);
+        let mut a = hub.attach("A", Head::default());
+        hub.publish(report("B", "k", 5), Some("B"));
+        assert_eq!(drain(&mut a.live).len(), 1);
+        assert!(matches!(
+            hub.publish(report("B", "k", 4), Some("B")),
+            Offer::Lost(_)
+        ));
+        assert!(matches!(
+            hub.publish(report("B", "k", 5), Some("B")),
+            Offer::Lost(_)
+        ));
+        assert!(drain(&mut a.live).is_empty());
+    }
+
+    #[test]
+    fn attach_sends_only_what_the_neighbour_has_not_seen() {
+        let hub = Hub::new(7, 16);
+        for (i, c) in ["a", "b", "c", "d"].iter().enumerate() {
+            hub.publish(report("X", c, i as u64), None);
+        }
+        hub.publish(report("X", "a", 10), None); // seq 5 supersedes seq 1
+        let got = hub.attach("P", Head { epoch: 7, seq: 3 });
+        let clients: Vec<_> = got
+            .backlog
+            .iter()
+            .map(|(s, r)| (*s, r.client().to_vec()))
+            .collect();
+        assert_eq!(clients, vec![(4, b"d".to_vec()), (5, b"a".to_vec())]);
+        assert_eq!(got.head, 5);
+        // Up to date: nothing to send, head stays.
+        let got = hub.attach("P", Head { epoch: 7, seq: 5 });
+        assert!(got.backlog.is_empty());
+        assert_eq!(got.head, 5);
+    }
+
+    #[test]
+    fn a_head_from_another_epoch_gets_everything() {
+        let hub = Hub::new(8, 16);
+        hub.publish(report("X", "a", 1), None);
+        hub.publish(report("X", "b", 1), None);
+        let got = hub.attach("P", Head { epoch: 7, seq: 99 });
+        assert_eq!(got.backlog.len(), 2);
+        assert_eq!(got.head, 2);
+    }
+
+    #[test]
+    fn reattaching_cuts_the_old_link_and_detach_keeps_the_new() {
+        let hub = Hub::new(1, 16);
+        let old = hub.attach("P", Head::default());
+        let new = hub.attach("P", Head::default());
+        assert!(old.cut.is_cancelled());
+        hub.detach("P", old.id);
+        assert_eq!(hub.attached(), vec!["P".to_string()]);
+        hub.detach("P", new.id);
+        assert!(hub.attached().is_empty());
+    }
+
+    #[test]
+    fn a_link_that_falls_behind_is_cut_and_others_go_on() {
+        let hub = Hub::new(1, 2);
+        let slow = hub.attach("S", Head::default());
+        let mut fast = hub.attach("F", Head::default());
+        for i in 0..3 {
+            hub.publish(report("X", &format!("c{i}"), 1), None);
+            drain(&mut fast.live);
+        }
+        assert!(slow.cut.is_cancelled());
+        assert_eq!(hub.attached(), vec!["F".to_string()]);
+    }
+
+    #[test]
+    fn heads_reset_on_a_new_epoch_and_never_go_back() {
+        let hub = Hub::new(1, 2);
+        hub.advance("P", 5, 10);
+        hub.advance("P", 5, 8);
+        assert_eq!(hub.head_of("P"), Head { epoch: 5, seq: 10 });
+        hub.advance("P", 6, 2);
+        assert_eq!(hub.head_of("P"), Head { epoch: 6, seq: 2 });
+    }
+}

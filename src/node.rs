@@ -1,0 +1,180 @@
+//! One herd node: binds its sockets, then runs the client listener and the
+//! links to its neighbours until told to stop.
+//!
+//! Binding and starting are separate so that tests (and tools) can bind
+//! every node on port 0 first, learn the real addresses, and only then start
+//! nodes that dial each other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::client::ClientService;
+use crate::config::{Config, ConfigError};
+use crate::flood::Hub;
+use crate::peer;
+use crate::places::{self, Places, PlacesError};
+use crate::server;
+use crate::transport::{AnyTransport, Transport, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{node}: cannot listen for clients on {addr}: {source}")]
+    ClientListen {
+        node: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{node}: {source}")]
+    Transport {
+        node: String,
+        source: TransportError,
+    },
+    #[error("places: {0}")]
+    Places(#[from] PlacesError),
+}
+
+/// A node with its sockets bound, not yet serving.
+pub struct BoundNode {
+    name: String,
+    client: TcpListener,
+    transport: AnyTransport,
+}
+
+impl BoundNode {
+    /// Binds `name`'s client listener and peer transport as `config` says.
+    pub async fn bind(config: &Config, name: &str) -> Result<BoundNode, NodeError> {
+        let node = config.node(name)?;
+        let client =
+            TcpListener::bind(node.client)
+                .await
+                .map_err(|source| NodeError::ClientListen {
+                    node: name.to_string(),
+                    addr: node.client,
+                    source,
+                })?;
+        let transport =
+            AnyTransport::bind(config, name)
+                .await
+                .map_err(|source| NodeError::Transport {
+                    node: name.to_string(),
+                    source,
+                })?;
+        Ok(BoundNode {
+            name: name.to_string(),
+            client,
+            transport,
+        })
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Starts serving with the places backend `config` names.
+    pub fn start(self, config: Arc<Config>) -> Result<RunningNode, NodeError> {
+        let places = places::from_config(&config.places)?;
+        Ok(self.start_with(config, places))
+    }
+
+    /// Starts serving. `config` must give the real addresses of the
+    /// neighbours (it may differ from the one used to bind).
+    pub fn start_with(self, config: Arc<Config>, places: Arc<dyn Places>) -> RunningNode {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let hub = Arc::new(Hub::new(epoch, config.peer.queue));
+        let name: Arc<str> = Arc::from(self.name.as_str());
+        let client_addr = self.client_addr();
+        let peer_addr = self.peer_addr();
+        let svc = Arc::new(ClientService {
+            node: name.clone(),
+            hub: hub.clone(),
+            places,
+            places_timeout: config.places.timeout,
+            limits: config.limits.clone(),
+        });
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let span = tracing::info_span!("node", name = %name);
+        tasks.spawn(
+            server::run(self.client, svc, shutdown.child_token(), DRAIN).instrument(span.clone()),
+        );
+        tasks.spawn(
+            peer::run(
+                self.transport,
+                hub.clone(),
+                config,
+                name.to_string(),
+                shutdown.child_token(),
+            )
+            .instrument(span.clone()),
+        );
+        span.in_scope(|| tracing::info!(client = %client_addr, peer = %peer_addr, "node up"));
+        RunningNode {
+            name: self.name,
+            client_addr,
+            peer_addr,
+            hub,
+            shutdown,
+            tasks,
+        }
+    }
+}
+
+/// How long shutdown waits for connections to finish what they owe.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A serving node.
+pub struct RunningNode {
+    name: String,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Stops accepting, lets connections finish what they owe, closes links
+    /// with a reason, and returns when every task has ended.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(node = %self.name, "node down");
+    }
+
+    /// Waits until the node's tasks end (after a shutdown signal elsewhere).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

@@ -1,0 +1,200 @@
+//! One live link: catch-up, then live updates one way and the peer's
+//! updates the other, with pings to notice a silent peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, FrameError, Hello, Message};
+use crate::config::PeerSettings;
+use crate::flood::{Attached, Change, Hub};
+use crate::report::Report;
+use crate::transport::Conn;
+
+/// Most updates in one frame (and so in one write).
+const BATCH: usize = 1024;
+
+/// Runs the link until it breaks, is cut, or `shutdown`; returns why it
+/// ended.
+pub async fn run(
+    hub: &Hub,
+    conn: Conn,
+    peer: &str,
+    hello: &Hello,
+    settings: &PeerSettings,
+    shutdown: &CancellationToken,
+) -> String {
+    let Conn {
+        reader,
+        writer,
+        control,
+        ..
+    } = conn;
+    let attached = hub.attach(peer, hello.seen);
+    let id = attached.id;
+    let cut = attached.cut.clone();
+    let (pongs, pong_queue) = mpsc::channel(8);
+    // Shutdown is the writer's to handle, so that it can say goodbye.
+    let reason = tokio::select! {
+        _ = cut.cancelled() => "cut: replaced by a newer link or too far behind".to_string(),
+        r = receive(hub, reader, peer, hello.epoch, settings, pongs) => r,
+        r = transmit(writer, attached, pong_queue, settings, shutdown) => r,
+    };
+    hub.detach(peer, id);
+    if let Some(control) = control {
+        control.close(&reason);
+    }
+    reason
+}
+
+async fn receive(
+    hub: &Hub,
+    mut reader: impl AsyncRead + Unpin,
+    peer: &str,
+    epoch: u64,
+    settings: &PeerSettings,
+    pongs: mpsc::Sender<u64>,
+) -> String {
+    loop {
+        let message = match timeout(
+            settings.idle_timeout,
+            frame::read(&mut reader, settings.max_frame),
+        )
+        .await
+        {
+            Err(_) => return format!("heard nothing for {:?}", settings.idle_timeout),
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return "peer closed the link".into(),
+            Ok(Err(FrameError::Io(e))) => return format!("read failed: {e}"),
+            Ok(Err(e)) => return format!("protocol violation: {e}"),
+        };
+        match message {
+            Message::Updates { head, lines } => {
+                for line in lines {
+                    match Report::parse(line) {
+                        Ok(report) => {
+                            hub.publish(Arc::new(report), Some(peer));
+                        }
+                        Err(e) => return format!("protocol violation: bad update: {e}"),
+                    }
+                }
+                hub.advance(peer, epoch, head);
+            }
+            Message::Ping(n) => {
+                // A full pong queue means the writer is stuck; the idle
+                // timeout on the other end will deal with it.
+                let _ = pongs.try_send(n);
+            }
+            Message::Pong(_) => {}
+            Message::Bye(reason) => return format!("peer closed the link: {reason}"),
+            Message::Hello(_) => return "protocol violation: second hello".into(),
+        }
+    }
+}
+
+async fn transmit(
+    writer: impl AsyncWrite + Unpin,
+    attached: Attached,
+    mut pongs: mpsc::Receiver<u64>,
+    settings: &PeerSettings,
+    shutdown: &CancellationToken,
+) -> String {
+    let Attached {
+        backlog,
+        head,
+        mut live,
+        ..
+    } = attached;
+    let mut writer = writer;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let budget = settings.max_frame / 2;
+    // Catch-up first, in frames under the peer's limit.
+    let mut rest = &backlog[..];
+    loop {
+        let n = fit(rest, BATCH, budget);
+        let frame_head = if n == rest.len() { head } else { rest[n - 1].0 };
+        frame::encode_updates(
+            frame_head,
+            rest[..n].iter().map(|(_, r)| r.line()),
+            &mut buf,
+        );
+        rest = &rest[n..];
+        if let Err(e) = writer.write_all(&buf).await {
+            return format!("write failed: {e}");
+        }
+        buf.clear();
+        if rest.is_empty() {
+            break;
+        }
+    }
+    if let Err(e) = writer.flush().await {
+        return format!("write failed: {e}");
+    }
+    let mut ping = interval(settings.keepalive);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
+            }
+            got = live.recv_many(&mut batch, BATCH) => {
+                if got == 0 {
+                    return "queue closed".into();
+                }
+                while !batch.is_empty() {
+                    let n = fit(&batch, BATCH, budget);
+                    let frame_head = batch[n - 1].0;
+                    frame::encode_updates(frame_head, batch[..n].iter().map(|(_, r)| r.line()), &mut buf);
+                    batch.drain(..n);
+                }
+            }
+            Some(n) = pongs.recv() => frame::encode(&Message::Pong(n), &mut buf),
+            _ = ping.tick() => {
+                frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
+            }
+        }
+        let wrote = async {
+            writer.write_all(&buf).await?;
+            writer.flush().await
+        };
+        match timeout(settings.idle_timeout, wrote).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("write failed: {e}"),
+            Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
+        }
+        buf.clear();
+        if shutdown.is_cancelled() {
+            let _ = writer.shutdown().await;
+            return "node shutting down".into();
+        }
+    }
+}
+
+/// How many of `changes` fit in one frame: at least one, at most `most`,
+/// and no more than `budget` bytes of lines after the first.
+fn fit(changes: &[Change], most: usize, budget: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for (_, report) in changes.iter().take(most) {
+        bytes += report.line().len() + 4;
+        if n > 0 && bytes > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Jittered exponential backoff between redials.
+pub(crate) fn jitter(delay: Duration) -> Duration {
+    let half = delay / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}

@@ -1,0 +1,252 @@
+//! A real herd in this process: every node on real sockets (port 0), over
+//! the transport under test, with real certificates for QUIC.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use herd::config::{Config, TransportKind};
+use herd::flood::Hub;
+use herd::node::{BoundNode, RunningNode};
+use herd::places::{Places, PlacesError, Query};
+
+/// How long any wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The reference topology of config/herd.toml.
+pub const REFERENCE: &[(&str, &[&str])] = &[
+    ("Bailey", &["Bona", "Campbell"]),
+    ("Bona", &["Clark", "Campbell", "Bailey"]),
+    ("Campbell", &["Bailey", "Bona", "Jaquez"]),
+    ("Clark", &["Jaquez", "Bona"]),
+    ("Jaquez", &["Clark", "Campbell"]),
+];
+
+/// Places that answer at once with the query echoed back, so tests can see
+/// what was asked.
+pub struct EchoPlaces;
+
+impl Places for EchoPlaces {
+    fn nearby(&self, q: Query) -> BoxFuture<'static, Result<Value, PlacesError>> {
+        let results: Vec<Value> = (0..25)
+            .map(|i| json!({"name": format!("place {i}"), "lat": q.lat, "lng": q.lon, "radius": q.radius_m}))
+            .collect();
+        Box::pin(
+            async move { Ok(json!({"html_attributions": [], "results": results, "status": "OK"})) },
+        )
+    }
+}
+
+/// Config text for `topology` with every address on port 0.
+pub fn config_text(transport: TransportKind, topology: &[(&str, &[&str])], extra: &str) -> String {
+    let transport = match transport {
+        TransportKind::Quic => "quic",
+        TransportKind::Tcp => "tcp",
+    };
+    let mut text = format!(
+        "transport = \"{transport}\"\ncerts = \"certs\"\n[log]\ndir = \"logs\"\n\
+         [peer]\nbackoff_min = \"20ms\"\nbackoff_max = \"200ms\"\nkeepalive = \"500ms\"\nidle_timeout = \"3s\"\n{extra}\n"
+    );
+    for (name, neighbours) in topology {
+        let list: Vec<String> = neighbours.iter().map(|n| format!("\"{n}\"")).collect();
+        text += &format!(
+            "[nodes.{name}]\nclient = \"127.0.0.1:0\"\npeer = \"127.0.0.1:0\"\nneighbours = [{}]\n",
+            list.join(", ")
+        );
+    }
+    text
+}
+
+pub struct Herd {
+    pub dir: tempfile::TempDir,
+    /// The config with every node's real addresses.
+    pub config: Arc<Config>,
+    pub nodes: BTreeMap<String, Option<RunningNode>>,
+}
+
+impl Herd {
+    pub async fn start(transport: TransportKind, topology: &[(&str, &[&str])]) -> Herd {
+        Herd::start_with(transport, topology, "").await
+    }
+
+    /// Starts every node of `topology`; `extra` is added to the config.
+    pub async fn start_with(
+        transport: TransportKind,
+        topology: &[(&str, &[&str])],
+        extra: &str,
+    ) -> Herd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd.toml");
+        let text = config_text(transport, topology, extra);
+        std::fs::write(&path, &text).unwrap();
+        let mut config = Config::from_toml(&text, &path).unwrap();
+        if transport == TransportKind::Quic {
+            herd::certs::write_herd(&config, &config.certs, false).unwrap();
+        }
+        let mut bound = Vec::new();
+        for name in config.nodes.keys() {
+            bound.push((name.clone(), BoundNode::bind(&config, name).await.unwrap()));
+        }
+        for (name, node) in &bound {
+            let entry = config.nodes.get_mut(name).unwrap();
+            entry.client = node.client_addr();
+            entry.peer = node.peer_addr().to_string();
+        }
+        let config = Arc::new(config);
+        let nodes = bound
+            .into_iter()
+            .map(|(name, node)| {
+                (
+                    name,
+                    Some(node.start_with(config.clone(), Arc::new(EchoPlaces))),
+                )
+            })
+            .collect();
+        Herd { dir, config, nodes }
+    }
+
+    pub fn node(&self, name: &str) -> &RunningNode {
+        self.nodes[name].as_ref().expect("node is running")
+    }
+
+    pub fn hub(&self, name: &str) -> &Arc<Hub> {
+        self.node(name).hub()
+    }
+
+    pub fn client_addr(&self, name: &str) -> SocketAddr {
+        self.config.nodes[name].client
+    }
+
+    /// Stops a node (it says goodbye to its links, as on SIGTERM).
+    pub async fn stop(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .get_mut(name)
+            .unwrap()
+            .take()
+            .expect("node is running");
+        node.shutdown().await;
+    }
+
+    /// Starts a stopped node again on the same addresses, with an empty table.
+    pub async fn restart(&mut self, name: &str) {
+        assert!(self.nodes[name].is_none(), "{name} is running");
+        let bound = BoundNode::bind(&self.config, name).await.unwrap();
+        let node = bound.start_with(self.config.clone(), Arc::new(EchoPlaces));
+        self.nodes.insert(name.to_string(), Some(node));
+    }
+
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            if self.nodes[&name].is_some() {
+                self.stop(&name).await;
+            }
+        }
+    }
+
+    /// Waits until every running node's links to its running neighbours
+    /// are up.
+    pub async fn settled(&self) {
+        for (name, node) in &self.nodes {
+            let Some(node) = node else { continue };
+            let mut want: Vec<String> = self.config.nodes[name]
+                .neighbours
+                .iter()
+                .filter(|n| self.nodes[*n].is_some())
+                .cloned()
+                .collect();
+            want.sort();
+            until(node.hub(), |hub| hub.attached() == want).await;
+        }
+    }
+
+    /// Waits until `name` stores `line` as `client`'s report.
+    pub async fn holds(&self, name: &str, client: &[u8], line: &[u8]) {
+        until(self.hub(name), |hub| {
+            hub.lookup(client).is_some_and(|r| &r.line()[..] == line)
+        })
+        .await;
+    }
+}
+
+/// Waits, on the hub's change events, until `check` holds.
+pub async fn until(hub: &Hub, check: impl Fn(&Hub) -> bool) {
+    let mut changes = hub.subscribe();
+    let wait = async {
+        loop {
+            if check(hub) {
+                return;
+            }
+            changes.changed().await.expect("hub alive");
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("condition not reached in time");
+}
+
+/// A client speaking the line protocol over a real socket.
+pub struct Client {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = stream.into_split();
+        Client {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one line, without its LF; None at end of stream.
+    pub async fn line(&mut self) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(PATIENCE, self.reader.read_until(b'\n', &mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        if n == 0 {
+            return None;
+        }
+        assert_eq!(buf.pop(), Some(b'\n'), "reply ends with LF");
+        Some(buf)
+    }
+
+    /// Sends one request line and reads the one-line reply.
+    pub async fn ask(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes()).await;
+        String::from_utf8(self.line().await.expect("a reply")).unwrap()
+    }
+
+    /// Reads a WHATSAT reply: the AT line, then JSON up to an empty line.
+    pub async fn whatsat_reply(&mut self) -> (String, Value) {
+        let at = String::from_utf8(self.line().await.expect("AT line")).unwrap();
+        let mut json = Vec::new();
+        loop {
+            let line = self.line().await.expect("JSON line");
+            if line.is_empty() {
+                break;
+            }
+            json.extend_from_slice(&line);
+            json.push(b'\n');
+        }
+        (at, serde_json::from_slice(&json).unwrap())
+    }
+}

@@ -1,0 +1,158 @@
+//! The herd over real sockets on the reference topology, once per
+//! transport: the same suite runs over `tcp` and over `quic`.
+
+mod common;
+
+use common::{Client, Herd, REFERENCE};
+use herd::config::TransportKind;
+
+const NAMES: [&str; 5] = ["Bailey", "Bona", "Campbell", "Clark", "Jaquez"];
+
+async fn an_iamat_anywhere_is_answered_everywhere(transport: TransportKind) {
+    let herd = Herd::start(transport, REFERENCE).await;
+    for (i, origin) in NAMES.iter().enumerate() {
+        let client_id = format!("phone-{i}");
+        let mut c = Client::connect(herd.client_addr(origin)).await;
+        let at = c
+            .ask(&format!(
+                "IAMAT {client_id} +34.068930-118.445127 1621464827.{i:09}"
+            ))
+            .await;
+        assert!(at.starts_with(&format!("AT {origin} +")), "{at}");
+        for other in NAMES {
+            herd.holds(other, client_id.as_bytes(), at.as_bytes()).await;
+            let mut c = Client::connect(herd.client_addr(other)).await;
+            c.send(format!("WHATSAT {client_id} 10 3\n").as_bytes())
+                .await;
+            let (line, json) = c.whatsat_reply().await;
+            assert_eq!(line, at, "{other} answers with the line {origin} made");
+            assert_eq!(json["results"].as_array().unwrap().len(), 3);
+        }
+    }
+    herd.shutdown().await;
+}
+
+async fn concurrent_updates_converge_on_one_winner(transport: TransportKind) {
+    let herd = Herd::start(transport, REFERENCE).await;
+    herd.settled().await;
+    // Every node gets a report for the same client at once; two share the
+    // greatest time, so the tie-break decides.
+    let times = ["10.5", "10.7", "10.7", "10.1", "10.6"];
+    let mut tasks = Vec::new();
+    for (name, time) in NAMES.iter().zip(times) {
+        let addr = herd.client_addr(name);
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.ask(&format!("IAMAT contested +1+1 {time}")).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    // The winner is the greatest (time, line): Campbell's or Bona's 10.7.
+    let winner = answers
+        .iter()
+        .filter(|a| a.ends_with(" 10.7"))
+        .max()
+        .unwrap()
+        .clone();
+    for name in NAMES {
+        herd.holds(name, b"contested", winner.as_bytes()).await;
+    }
+    // A stale report now gets the winner back and changes nothing.
+    let mut c = Client::connect(herd.client_addr("Clark")).await;
+    assert_eq!(c.ask("IAMAT contested +2+2 10.6").await, winner);
+    herd.shutdown().await;
+}
+
+async fn a_partition_heals_when_nodes_come_back(transport: TransportKind) {
+    let mut herd = Herd::start(transport, REFERENCE).await;
+    herd.settled().await;
+    let mut before = Client::connect(herd.client_addr("Bailey")).await;
+    let old = before.ask("IAMAT early +1+1 1").await;
+    for name in NAMES {
+        herd.holds(name, b"early", old.as_bytes()).await;
+    }
+
+    herd.stop("Bona").await;
+    herd.stop("Campbell").await;
+    // Clark still reaches Jaquez; Bailey is cut off.
+    let mut clark = Client::connect(herd.client_addr("Clark")).await;
+    let during = clark.ask("IAMAT moving +2+2 2").await;
+    herd.holds("Jaquez", b"moving", during.as_bytes()).await;
+    assert!(herd.hub("Bailey").lookup(b"moving").is_none());
+    let mut bailey = Client::connect(herd.client_addr("Bailey")).await;
+    assert_eq!(
+        bailey.ask("WHATSAT moving 5 1").await,
+        "? WHATSAT moving 5 1"
+    );
+    // Updates on both sides of the cut while it lasts.
+    let isolated = bailey.ask("IAMAT lonely +3+3 3").await;
+    let newer = clark.ask("IAMAT early +4+4 4").await;
+
+    herd.restart("Bona").await;
+    herd.restart("Campbell").await;
+    herd.settled().await;
+    for name in NAMES {
+        herd.holds(name, b"moving", during.as_bytes()).await;
+        herd.holds(name, b"lonely", isolated.as_bytes()).await;
+        herd.holds(name, b"early", newer.as_bytes()).await;
+    }
+    // The restarted nodes serve clients as if they had never left.
+    let mut c = Client::connect(herd.client_addr("Bona")).await;
+    c.send(b"WHATSAT lonely 1 1\n").await;
+    assert_eq!(c.whatsat_reply().await.0, isolated);
+    herd.shutdown().await;
+}
+
+async fn a_restarted_node_rejoins_and_catches_up(transport: TransportKind) {
+    let mut herd = Herd::start(transport, REFERENCE).await;
+    herd.settled().await;
+    herd.stop("Clark").await;
+    let mut c = Client::connect(herd.client_addr("Jaquez")).await;
+    let mut lines = Vec::new();
+    for i in 0..200 {
+        lines.push(c.ask(&format!("IAMAT bulk-{i} +1+1 {i}")).await);
+    }
+    herd.restart("Clark").await;
+    for (i, line) in lines.iter().enumerate() {
+        herd.holds("Clark", format!("bulk-{i}").as_bytes(), line.as_bytes())
+            .await;
+    }
+    // And it floods again: an update at Clark reaches Bailey, three hops off.
+    let mut clark = Client::connect(herd.client_addr("Clark")).await;
+    let fresh = clark.ask("IAMAT fresh +1+1 5").await;
+    herd.holds("Bailey", b"fresh", fresh.as_bytes()).await;
+    herd.shutdown().await;
+}
+
+macro_rules! suite {
+    ($($transport:ident => $kind:expr),*) => {$(
+        mod $transport {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_iamat_anywhere_is_answered_everywhere() {
+                super::an_iamat_anywhere_is_answered_everywhere($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_updates_converge_on_one_winner() {
+                super::concurrent_updates_converge_on_one_winner($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_partition_heals_when_nodes_come_back() {
+                super::a_partition_heals_when_nodes_come_back($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_restarted_node_rejoins_and_catches_up() {
+                super::a_restarted_node_rejoins_and_catches_up($kind).await;
+            }
+        }
+    )*};
+}
+
+suite!(tcp => TransportKind::Tcp, quic => TransportKind::Quic);
