@@ -34,8 +34,11 @@ use tokio_util::sync::CancellationToken;
 use crate::report::Report;
 use crate::store::{Offer, Seq, Store};
 
-/// A change queued for a neighbour: its number here, and the report.
-pub type Change = (Seq, Arc<Report>);
+/// A change queued for a neighbour: its number here, and the report, or
+/// None where the neighbour is the one it came from (it only needs to know
+/// that our sequence moved past it, so its head advances and a later
+/// catch-up does not send the change back).
+pub type Change = (Seq, Option<Arc<Report>>);
 
 /// How far this node has caught up with a neighbour's change sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,10 +120,12 @@ impl Hub {
         if let Offer::Won { seq } = offer {
             let mut behind = Vec::new();
             for (name, link) in &inner.links {
-                if Some(name.as_str()) == from {
-                    continue;
-                }
-                if link.queue.try_send((seq, report.clone())).is_err() {
+                let change = if Some(name.as_str()) == from {
+                    (seq, None)
+                } else {
+                    (seq, Some(report.clone()))
+                };
+                if link.queue.try_send(change).is_err() {
                     behind.push(name.clone());
                 }
             }
@@ -161,7 +166,7 @@ impl Hub {
         let backlog: Vec<Change> = inner
             .store
             .changes_since(since)
-            .map(|(seq, report)| (seq, report.clone()))
+            .map(|(seq, report)| (seq, Some(report.clone())))
             .collect();
         let head = inner.store.head().max(since);
         let (queue, live) = mpsc::channel(self.queue_len);
@@ -247,10 +252,13 @@ mod tests {
         ))
     }
 
+    /// The reports queued on a link (markers left out).
     fn drain(rx: &mut mpsc::Receiver<Change>) -> Vec<(Seq, Vec<u8>)> {
         let mut out = Vec::new();
         while let Ok((seq, r)) = rx.try_recv() {
-            out.push((seq, r.client().to_vec()));
+            if let Some(r) = r {
+                out.push((seq, r.client().to_vec()));
+            }
         }
         out
     }
@@ -262,6 +270,8 @@ mod tests {
         let mut b = hub.attach("B", Head::default());
         let mut c = hub.attach("C", Head::default());
         hub.publish(report("A", "k", 5), Some("A"));
+        // The sender gets only a marker that the sequence moved.
+        assert!(matches!(a.live.try_recv(), Ok((1, None))));
         assert!(drain(&mut a.live).is_empty());
         assert_eq!(drain(&mut b.live), vec![(1, b"k".to_vec())]);
         assert_eq!(drain(&mut c.live), vec![(1, b"k".to_vec())]);
@@ -300,7 +310,7 @@ mod tests {
         let clients: Vec<_> = got
             .backlog
             .iter()
-            .map(|(s, r)| (*s, r.client().to_vec()))
+            .map(|(s, r)| (*s, r.as_ref().unwrap().client().to_vec()))
             .collect();
         assert_eq!(clients, vec![(4, b"d".to_vec()), (5, b"a".to_vec())]);
         assert_eq!(got.head, 5);
@@ -353,5 +363,91 @@ mod tests {
         assert_eq!(hub.head_of("P"), Head { epoch: 5, seq: 10 });
         hub.advance("P", 6, 2);
         assert_eq!(hub.head_of("P"), Head { epoch: 6, seq: 2 });
+    }
+
+    /// Plays one link coming up between two hubs, as the link code does:
+    /// both ends attach with what they have seen of the other, send their
+    /// backlogs, and then their live queues (which by now hold markers for
+    /// what they received), and each receiver records the heads. Returns
+    /// how many reports went each way.
+    fn reconcile(a: (&str, &Hub), b: (&str, &Hub)) -> (usize, usize) {
+        let (seen_by_a, seen_by_b) = (a.1.head_of(b.0), b.1.head_of(a.0));
+        let mut ends = [a.1.attach(b.0, seen_by_b), b.1.attach(a.0, seen_by_a)];
+        let mut sent = [0, 0];
+        let pairs = [(a, b), (b, a)];
+        for (i, ((from_name, from), (_, to))) in pairs.into_iter().enumerate() {
+            let end = &mut ends[i];
+            for (_, report) in std::mem::take(&mut end.backlog) {
+                sent[i] += 1;
+                to.publish(report.unwrap(), Some(from_name));
+            }
+            to.advance(from_name, from.epoch(), end.head);
+        }
+        for (i, ((from_name, from), (to_name, to))) in pairs.into_iter().enumerate() {
+            let end = &mut ends[i];
+            while let Ok((seq, report)) = end.live.try_recv() {
+                if let Some(report) = report {
+                    sent[i] += 1;
+                    to.publish(report, Some(from_name));
+                }
+                to.advance(from_name, from.epoch(), seq);
+            }
+            from.detach(to_name, end.id);
+        }
+        (sent[0], sent[1])
+    }
+
+    fn table(hub: &Hub, clients: &[&str]) -> Vec<Option<Vec<u8>>> {
+        clients
+            .iter()
+            .map(|c| hub.lookup(c.as_bytes()).map(|r| r.line().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn reconciliation_sends_differences_in_both_directions() {
+        let a = Hub::new(1, 128);
+        let b = Hub::new(2, 128);
+        for i in 0..50 {
+            a.publish(report("A", &format!("a{i}"), 1), None);
+        }
+        b.publish(report("B", "b0", 1), None);
+        assert_eq!(reconcile(("A", &a), ("B", &b)), (50, 1));
+        let all: Vec<String> = (0..50)
+            .map(|i| format!("a{i}"))
+            .chain(["b0".into()])
+            .collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert_eq!(table(&a, &all), table(&b, &all));
+
+        // Apart again: two changes on A, one on B. Only those travel.
+        a.publish(report("A", "a3", 2), None);
+        a.publish(report("A", "new", 1), None);
+        b.publish(report("B", "a7", 3), None);
+        assert_eq!(reconcile(("A", &a), ("B", &b)), (2, 1));
+        assert_eq!(
+            table(&a, &["a3", "a7", "new"]),
+            table(&b, &["a3", "a7", "new"])
+        );
+        // Up to date: nothing travels.
+        assert_eq!(reconcile(("A", &a), ("B", &b)), (0, 0));
+    }
+
+    #[test]
+    fn a_restarted_peer_gets_everything_and_sends_its_new_epoch() {
+        let a = Hub::new(1, 16);
+        let b = Hub::new(2, 16);
+        for i in 0..10 {
+            a.publish(report("A", &format!("c{i}"), 1), None);
+        }
+        reconcile(("A", &a), ("B", &b));
+        // B restarts: a new epoch and an empty table; A's head for B is
+        // from B's old epoch, and B has seen nothing of A.
+        let b = Hub::new(3, 16);
+        b.publish(report("B", "fresh", 1), None);
+        assert_eq!(reconcile(("A", &a), ("B", &b)), (10, 1));
+        // B's own change and the ten it received from A (as markers).
+        assert_eq!(a.head_of("B"), Head { epoch: 3, seq: 11 });
+        assert_eq!(reconcile(("A", &a), ("B", &b)), (0, 0));
     }
 }

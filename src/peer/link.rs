@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
@@ -14,6 +14,7 @@ use super::frame::{self, FrameError, Hello, Message};
 use crate::config::PeerSettings;
 use crate::flood::{Attached, Change, Hub};
 use crate::report::Report;
+use crate::store::Seq;
 use crate::transport::Conn;
 
 /// Most updates in one frame (and so in one write).
@@ -118,11 +119,7 @@ async fn transmit(
     loop {
         let n = fit(rest, BATCH, budget);
         let frame_head = if n == rest.len() { head } else { rest[n - 1].0 };
-        frame::encode_updates(
-            frame_head,
-            rest[..n].iter().map(|(_, r)| r.line()),
-            &mut buf,
-        );
+        encode(frame_head, &rest[..n], &mut buf);
         rest = &rest[n..];
         if let Err(e) = writer.write_all(&buf).await {
             return format!("write failed: {e}");
@@ -151,8 +148,7 @@ async fn transmit(
                 }
                 while !batch.is_empty() {
                     let n = fit(&batch, BATCH, budget);
-                    let frame_head = batch[n - 1].0;
-                    frame::encode_updates(frame_head, batch[..n].iter().map(|(_, r)| r.line()), &mut buf);
+                    encode(batch[n - 1].0, &batch[..n], &mut buf);
                     batch.drain(..n);
                 }
             }
@@ -178,13 +174,22 @@ async fn transmit(
     }
 }
 
+/// One updates frame for `changes`, complete up to `head`.
+fn encode(head: Seq, changes: &[Change], buf: &mut BytesMut) {
+    let lines: Vec<&Bytes> = changes
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().map(|r| r.line()))
+        .collect();
+    frame::encode_updates(head, lines.into_iter(), buf);
+}
+
 /// How many of `changes` fit in one frame: at least one, at most `most`,
 /// and no more than `budget` bytes of lines after the first.
 fn fit(changes: &[Change], most: usize, budget: usize) -> usize {
     let mut bytes = 0;
     let mut n = 0;
     for (_, report) in changes.iter().take(most) {
-        bytes += report.line().len() + 4;
+        bytes += report.as_ref().map_or(0, |r| r.line().len() + 4);
         if n > 0 && bytes > budget {
             break;
         }
