@@ -187,7 +187,10 @@ mod tests {
     async fn a_backend_that_never_answers_times_out() {
         let v = parse(search(&Never, QUERY, Duration::from_secs(3)).await);
         assert_eq!(v["status"], "UNKNOWN_ERROR");
-        assert!(v["error_message"].as_str().unwrap().contains("did not answer"));
+        assert!(v["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"));
     }
 
     #[test]
