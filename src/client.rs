@@ -7,7 +7,6 @@
 //! them is bounded, so a client that never reads stops being read instead of
 //! growing the node's memory.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,20 +42,16 @@ enum Reply {
 
 /// Serves one client until it closes, idles out, breaks a limit or the node
 /// shuts down (replies already owed are still written).
-pub async fn serve<S>(
-    svc: Arc<ClientService>,
-    stream: S,
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-) where
+pub async fn serve<S>(svc: Arc<ClientService>, stream: S, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (reader, writer) = tokio::io::split(stream);
     let (replies, queue) = mpsc::channel(svc.limits.pipeline);
     let idle = svc.limits.idle_timeout;
     tokio::join!(
-        read_requests(&svc, reader, replies, addr, shutdown),
-        write_replies(writer, queue, idle, addr),
+        read_requests(&svc, reader, replies, shutdown),
+        write_replies(writer, queue, idle),
     );
 }
 
@@ -64,7 +59,6 @@ async fn read_requests<R: AsyncRead + Unpin>(
     svc: &Arc<ClientService>,
     reader: R,
     replies: mpsc::Sender<Reply>,
-    addr: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let mut reader = reader;
@@ -79,19 +73,19 @@ async fn read_requests<R: AsyncRead + Unpin>(
             scanned = 0;
             let mut body = &line[..line.len() - 1];
             if body.len() > limits.max_line {
-                return too_long(svc, &replies, &body[..limits.max_line], addr).await;
+                return too_long(svc, &replies, &body[..limits.max_line]).await;
             }
             let received = body;
             if let Some(stripped) = body.strip_suffix(b"\r") {
                 body = stripped;
             }
-            if !answer(svc, &replies, &whatsat, received, body, addr).await {
+            if !answer(svc, &replies, &whatsat, received, body).await {
                 return;
             }
         }
         scanned = buf.len();
         if buf.len() > limits.max_line {
-            return too_long(svc, &replies, &buf[..limits.max_line], addr).await;
+            return too_long(svc, &replies, &buf[..limits.max_line]).await;
         }
         buf.reserve(4096);
         let read = tokio::select! {
@@ -100,18 +94,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
         };
         match read {
             Err(_) => {
-                tracing::info!(target: "herd::client", %addr, "idle; closing");
+                tracing::info!(target: "herd::client", "idle; closing");
                 return;
             }
             Ok(Err(e)) => {
-                tracing::debug!(target: "herd::client", %addr, error = %e, "read failed");
+                tracing::debug!(target: "herd::client", error = %e, "read failed");
                 return;
             }
             Ok(Ok(0)) => {
                 if !buf.is_empty() {
                     // A last line without LF is still a line.
                     let line = buf.split();
-                    answer(svc, &replies, &whatsat, &line, &line, addr).await;
+                    answer(svc, &replies, &whatsat, &line, &line).await;
                 }
                 return;
             }
@@ -129,9 +123,8 @@ async fn answer(
     whatsat: &Arc<Semaphore>,
     received: &[u8],
     body: &[u8],
-    addr: SocketAddr,
 ) -> bool {
-    tracing::info!(target: "herd::client", %addr, line = %received.escape_ascii(), "in");
+    tracing::info!(target: "herd::client", line = %received.escape_ascii(), "in");
     let reply = match request::parse(body) {
         Parsed::Empty => return true,
         Parsed::Invalid => Reply::Ready(invalid(body)),
@@ -204,13 +197,8 @@ async fn send(replies: &mpsc::Sender<Reply>, reply: Reply, idle: Duration) -> bo
     matches!(timeout(idle, replies.send(reply)).await, Ok(Ok(())))
 }
 
-async fn too_long(
-    svc: &ClientService,
-    replies: &mpsc::Sender<Reply>,
-    cut: &[u8],
-    addr: SocketAddr,
-) {
-    tracing::info!(target: "herd::client", %addr, limit = svc.limits.max_line, "line too long; closing");
+async fn too_long(svc: &ClientService, replies: &mpsc::Sender<Reply>, cut: &[u8]) {
+    tracing::info!(target: "herd::client", limit = svc.limits.max_line, "line too long; closing");
     send(replies, Reply::Ready(invalid(cut)), svc.limits.idle_timeout).await;
 }
 
@@ -233,7 +221,6 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     writer: W,
     mut queue: mpsc::Receiver<Reply>,
     idle: Duration,
-    addr: SocketAddr,
 ) {
     let mut out = BufWriter::with_capacity(16 * 1024, writer);
     while let Some(reply) = queue.recv().await {
@@ -244,7 +231,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             },
         };
-        tracing::info!(target: "herd::client", %addr, reply = %bytes.escape_ascii(), "out");
+        tracing::info!(target: "herd::client", reply = %bytes.escape_ascii(), "out");
         if !matches!(timeout(idle, out.write_all(&bytes)).await, Ok(Ok(()))) {
             return;
         }

@@ -404,9 +404,9 @@ impl Config {
         Ok(Config {
             source: path.map(Path::to_path_buf),
             transport: raw.transport,
-            certs: resolve(&raw.certs, "../certs"),
+            certs: normalize(&resolve(&raw.certs, "../certs")),
             places,
-            log_dir: resolve(&raw.log.dir, "../logs"),
+            log_dir: normalize(&resolve(&raw.log.dir, "../logs")),
             limits: raw.limits,
             peer: raw.peer,
             nodes: raw.nodes,
@@ -438,6 +438,28 @@ impl Config {
     pub fn ca_file(&self) -> PathBuf {
         self.certs.join("ca.pem")
     }
+}
+
+/// Removes `.` and `..` lexically, so messages show the path a person
+/// would write (`/srv/herd/logs`, not `/srv/herd/config/../logs`).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets).
@@ -507,8 +529,8 @@ neighbours = ["A"]
     fn a_good_config_loads_with_paths_beside_the_file() {
         let c = load(GOOD).unwrap();
         assert_eq!(c.transport, TransportKind::Tcp);
-        assert_eq!(c.certs, Path::new("/etc/herd/../certs"));
-        assert_eq!(c.log_dir, Path::new("/etc/herd/../logs"));
+        assert_eq!(c.certs, Path::new("/etc/certs"));
+        assert_eq!(c.log_dir, Path::new("/etc/logs"));
         assert_eq!(c.places.provider, Provider::Offline);
         assert_eq!(c.limits.max_line, 4096);
         assert_eq!(c.nodes["B"].neighbours, vec!["A"]);
@@ -574,6 +596,13 @@ neighbours = ["A"]
         let c = load(GOOD).unwrap();
         let e = c.node("Z").unwrap_err();
         assert!(e.to_string().contains("no node named Z (nodes: A, B)"));
+    }
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(normalize(Path::new("a/./b/../c")), Path::new("a/c"));
+        assert_eq!(normalize(Path::new("../x")), Path::new("../x"));
+        assert_eq!(normalize(Path::new("a/..")), Path::new("."));
     }
 
     #[test]

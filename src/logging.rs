@@ -3,6 +3,7 @@
 //! timestamps; stderr gets a readable summary filtered by `RUST_LOG`
 //! (default: info, without per-line client traffic).
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -56,6 +57,7 @@ pub fn init(dir: &Path, node: &str, json: bool) -> std::io::Result<WorkerGuard> 
             )
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_writer(stderr)
                     .with_filter(stderr_filter),
             )

@@ -60,7 +60,7 @@ pub async fn run(
         let stop = shutdown.child_token();
         connections.spawn(
             async move {
-                client::serve(svc, stream, addr, stop).await;
+                client::serve(svc, stream, stop).await;
                 drop(slot);
                 tracing::debug!("client gone");
             }

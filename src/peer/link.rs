@@ -20,6 +20,9 @@ use crate::transport::Conn;
 /// Most updates in one frame (and so in one write).
 const BATCH: usize = 1024;
 
+/// How long a closing link waits for the peer to hear its goodbye.
+const GOODBYE: Duration = Duration::from_millis(500);
+
 /// Runs the link until it breaks, is cut, or `shutdown`; returns why it
 /// ended.
 pub async fn run(
@@ -40,12 +43,19 @@ pub async fn run(
     let id = attached.id;
     let cut = attached.cut.clone();
     let (pongs, pong_queue) = mpsc::channel(8);
+    let receiving = receive(hub, reader, peer, hello.epoch, settings, pongs);
+    tokio::pin!(receiving);
     // Shutdown is the writer's to handle, so that it can say goodbye.
     let reason = tokio::select! {
         _ = cut.cancelled() => "cut: replaced by a newer link or too far behind".to_string(),
-        r = receive(hub, reader, peer, hello.epoch, settings, pongs) => r,
+        r = &mut receiving => r,
         r = transmit(writer, attached, pong_queue, settings, shutdown) => r,
     };
+    if shutdown.is_cancelled() {
+        // Give the peer a moment to read our goodbye and close its end, so
+        // closing the connection does not overtake it.
+        let _ = timeout(GOODBYE, &mut receiving).await;
+    }
     hub.detach(peer, id);
     if let Some(control) = control {
         control.close(&reason);
@@ -71,7 +81,7 @@ async fn receive(
             Err(_) => return format!("heard nothing for {:?}", settings.idle_timeout),
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => return "peer closed the link".into(),
-            Ok(Err(FrameError::Io(e))) => return format!("read failed: {e}"),
+            Ok(Err(FrameError::Io(e))) => return format!("read failed: {}", chain(&e)),
             Ok(Err(e)) => return format!("protocol violation: {e}"),
         };
         match message {
@@ -163,7 +173,7 @@ async fn transmit(
         };
         match timeout(settings.idle_timeout, wrote).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return format!("write failed: {e}"),
+            Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
             Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
         }
         buf.clear();
@@ -202,4 +212,19 @@ fn fit(changes: &[Change], most: usize, budget: usize) -> usize {
 pub(crate) fn jitter(delay: Duration) -> Duration {
     let half = delay / 2;
     half + half.mul_f64(rand::random::<f64>())
+}
+
+/// An error with its causes, so a transport's reason (such as the peer's
+/// close reason) is not hidden behind a generic I/O message.
+fn chain(error: &std::io::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.get_ref().and_then(|e| e.source());
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = e.source();
+    }
+    text
 }

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod up;
+
 use clap::{Args, Parser, Subcommand};
 use herd::certs::{self, CertError};
 use herd::config::{Config, DEFAULT_PATH};
@@ -22,6 +24,15 @@ struct Cli {
 enum Command {
     /// Make the herd's CA and a certificate and key for every node.
     GenCerts(GenCerts),
+    /// Run every node of the config on this machine until Ctrl-C.
+    Up(Up),
+}
+
+#[derive(Debug, Args)]
+struct Up {
+    /// The herd's config [default: config/herd.toml in the workspace]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::GenCerts(args) => gen_certs(args),
+        Command::Up(args) => run_up(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,5 +117,14 @@ fn gen_certs(args: GenCerts) -> Result<(), Failure> {
     for path in &written {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn run_up(args: Up) -> Result<(), Failure> {
+    let path = args
+        .config
+        .unwrap_or_else(|| workspace_root().join(DEFAULT_PATH));
+    let config = load_config(Some(path.clone()))?;
+    up::up(&workspace_root(), &path, &config)?;
     Ok(())
 }
