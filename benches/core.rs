@@ -1,0 +1,2 @@
+//! Criterion micro-benchmarks of the hot pure code (being written).
+fn main() {}
