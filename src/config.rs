@@ -66,6 +66,10 @@ struct RawPlaces {
     timeout: Duration,
     #[serde(default = "default_max_body")]
     max_body: usize,
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    cache_ttl: Duration,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: usize,
 }
 
 impl Default for RawPlaces {
@@ -76,8 +80,17 @@ impl Default for RawPlaces {
             url: None,
             timeout: default_places_timeout(),
             max_body: default_max_body(),
+            cache_ttl: default_cache_ttl(),
+            cache_entries: default_cache_entries(),
         }
     }
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_cache_entries() -> usize {
+    10_000
 }
 
 fn default_provider() -> Provider {
@@ -192,6 +205,12 @@ pub struct PlacesConfig {
     pub url: Option<String>,
     pub timeout: Duration,
     pub max_body: usize,
+    /// Identical searches within this time are answered from a cache (and
+    /// concurrent identical searches share one upstream request); zero
+    /// turns the cache off.
+    pub cache_ttl: Duration,
+    /// Most searches the cache holds.
+    pub cache_entries: usize,
 }
 
 /// A checked configuration.
@@ -365,6 +384,8 @@ impl Config {
             url: raw.places.url.map(|u| u.trim_end_matches('/').to_string()),
             timeout: raw.places.timeout,
             max_body: raw.places.max_body,
+            cache_ttl: raw.places.cache_ttl,
+            cache_entries: raw.places.cache_entries,
         };
         if places.provider != Provider::Offline && places.key.is_none() {
             problem(

@@ -50,6 +50,8 @@ fn config(kind: Kind, url: &str) -> PlacesConfig {
         url: Some(url.to_string()),
         timeout: Duration::from_secs(3),
         max_body: 1 << 20,
+        cache_ttl: Duration::ZERO,
+        cache_entries: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! What is near a location: the `Places` trait and the one reply shape all
 //! backends give clients (Google's legacy Nearby Search response).
 
+mod cache;
 mod google;
 mod google_legacy;
 mod http;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
+pub use cache::Cached;
 pub use google::Google;
 pub use google_legacy::GoogleLegacy;
 pub use offline::Offline;
@@ -119,13 +121,23 @@ pub async fn search(places: &dyn Places, query: Query, timeout: Duration) -> Vec
     serde_json::to_vec_pretty(&value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-/// The backend the configuration asks for.
+/// The backend the configuration asks for. Google backends sit behind a
+/// cache, because every upstream search can cost money; offline searches
+/// are cheaper than a cache lookup.
 pub fn from_config(config: &PlacesConfig) -> Result<Arc<dyn Places>, PlacesError> {
-    Ok(match config.provider {
-        Provider::Offline => Arc::new(Offline::bundled()),
+    let upstream: Arc<dyn Places> = match config.provider {
+        Provider::Offline => return Ok(Arc::new(Offline::bundled())),
         Provider::Google => Arc::new(Google::new(config)?),
         Provider::GoogleLegacy => Arc::new(GoogleLegacy::new(config)?),
-    })
+    };
+    if config.cache_ttl.is_zero() {
+        return Ok(upstream);
+    }
+    Ok(Arc::new(Cached::new(
+        upstream,
+        config.cache_ttl,
+        config.cache_entries,
+    )))
 }
 
 #[cfg(test)]
