@@ -8,7 +8,7 @@
 //! growing the node's memory.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -125,9 +125,13 @@ async fn answer(
     body: &[u8],
 ) -> bool {
     tracing::info!(target: "herd::client", line = %received.escape_ascii(), "in");
+    let metrics = svc.hub.metrics();
     let reply = match request::parse(body) {
         Parsed::Empty => return true,
-        Parsed::Invalid => Reply::Ready(invalid(body)),
+        Parsed::Invalid => {
+            metrics.invalid.inc();
+            Reply::Ready(invalid(body))
+        }
         Parsed::Request(Request::IAmAt {
             client,
             location_text,
@@ -138,6 +142,7 @@ async fn answer(
             let now = Timestamp::now();
             let skew = svc.limits.max_clock_skew.as_nanos() as i128;
             if time.nanos_since(now) > skew {
+                metrics.invalid.inc();
                 Reply::Ready(invalid(body))
             } else {
                 let report = Arc::new(Report::new(
@@ -149,6 +154,7 @@ async fn answer(
                     time_text,
                     time,
                 ));
+                metrics.iamat.inc();
                 let stored = match svc.hub.publish(report.clone(), None) {
                     Offer::Won { .. } => report,
                     Offer::Lost(winner) => winner,
@@ -161,8 +167,12 @@ async fn answer(
             radius_km,
             bound,
         }) => match svc.hub.lookup(client) {
-            None => Reply::Ready(invalid(body)),
+            None => {
+                metrics.invalid.inc();
+                Reply::Ready(invalid(body))
+            }
             Some(report) => {
+                metrics.whatsat.inc();
                 let Ok(permit) = whatsat.clone().acquire_owned().await else {
                     return false;
                 };
@@ -175,8 +185,17 @@ async fn answer(
                 };
                 let svc = svc.clone();
                 Reply::Pending(AbortOnDropHandle::new(tokio::spawn(async move {
-                    let json = places::search(&*svc.places, query, svc.places_timeout).await;
+                    let started = Instant::now();
+                    let answer = places::answer(&*svc.places, query, svc.places_timeout).await;
                     drop(permit);
+                    let metrics = svc.hub.metrics();
+                    metrics
+                        .places_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    if answer.failed {
+                        metrics.places_errors.inc();
+                    }
+                    let json = answer.json;
                     let line = report.line();
                     let mut out = BytesMut::with_capacity(line.len() + json.len() + 3);
                     out.put_slice(line);
@@ -226,10 +245,19 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     while let Some(reply) = queue.recv().await {
         let bytes = match reply {
             Reply::Ready(bytes) => bytes,
-            Reply::Pending(task) => match task.await {
-                Ok(bytes) => bytes,
-                Err(_) => break,
-            },
+            Reply::Pending(task) => {
+                // Replies already made must not wait behind a slow search.
+                if !task.is_finished()
+                    && !out.buffer().is_empty()
+                    && !matches!(timeout(idle, out.flush()).await, Ok(Ok(())))
+                {
+                    return;
+                }
+                match task.await {
+                    Ok(bytes) => bytes,
+                    Err(_) => break,
+                }
+            }
         };
         tracing::info!(target: "herd::client", reply = %bytes.escape_ascii(), "out");
         if !matches!(timeout(idle, out.write_all(&bytes)).await, Ok(Ok(()))) {

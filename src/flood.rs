@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::store::{Offer, Seq, Store};
 
@@ -65,6 +66,7 @@ struct Inner {
 /// A node's table and its links' outgoing queues.
 pub struct Hub {
     epoch: u64,
+    metrics: Arc<Metrics>,
     queue_len: usize,
     inner: Mutex<Inner>,
     /// Bumped whenever the table or the set of links changes, so that
@@ -85,8 +87,13 @@ pub struct Attached {
 
 impl Hub {
     pub fn new(epoch: u64, queue_len: usize) -> Hub {
+        Hub::with_metrics(epoch, queue_len, Arc::default())
+    }
+
+    pub fn with_metrics(epoch: u64, queue_len: usize, metrics: Arc<Metrics>) -> Hub {
         Hub {
             epoch,
+            metrics,
             queue_len: queue_len.max(1),
             inner: Mutex::default(),
             generation: watch::Sender::new(0),
@@ -106,6 +113,10 @@ impl Hub {
         self.epoch
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the store half
         // updated (every update is one insert), so poisoning is ignored.
@@ -117,18 +128,27 @@ impl Hub {
     pub fn publish(&self, report: Arc<Report>, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
         let offer = inner.store.offer(report.clone());
+        if from.is_some() {
+            match offer {
+                Offer::Won { .. } => self.metrics.updates_received.inc(),
+                Offer::Lost(_) => self.metrics.updates_stale.inc(),
+            };
+        }
         if let Offer::Won { seq } = offer {
             let mut behind = Vec::new();
+            let mut forwarded = 0;
             for (name, link) in &inner.links {
                 let change = if Some(name.as_str()) == from {
                     (seq, None)
                 } else {
+                    forwarded += 1;
                     (seq, Some(report.clone()))
                 };
                 if link.queue.try_send(change).is_err() {
                     behind.push(name.clone());
                 }
             }
+            self.metrics.updates_forwarded.inc_by(forwarded);
             for name in behind {
                 if let Some(link) = inner.links.remove(&name) {
                     tracing::warn!(peer = %name, "link fell too far behind; cutting it (catch-up repairs it)");

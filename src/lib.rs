@@ -3,12 +3,14 @@
 //! Pure core (parsing, formatting, the newest-wins store, the flooding
 //! rule) with tasks, sockets and timers at the edges.
 
+pub mod admin;
 pub mod certs;
 pub mod client;
 pub mod config;
 pub mod flood;
 pub mod location;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod places;

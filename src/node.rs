@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::client::ClientService;
 use crate::config::{Config, ConfigError};
 use crate::flood::Hub;
+use crate::metrics::Metrics;
 use crate::peer;
 use crate::places::{self, Places, PlacesError};
 use crate::server;
@@ -39,12 +40,19 @@ pub enum NodeError {
     },
     #[error("places: {0}")]
     Places(#[from] PlacesError),
+    #[error("{node}: cannot serve admin on {addr}: {source}")]
+    AdminListen {
+        node: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A node with its sockets bound, not yet serving.
 pub struct BoundNode {
     name: String,
     client: TcpListener,
+    admin: Option<TcpListener>,
     transport: AnyTransport,
 }
 
@@ -60,6 +68,17 @@ impl BoundNode {
                     addr: node.client,
                     source,
                 })?;
+        let admin =
+            match node.admin {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                    NodeError::AdminListen {
+                        node: name.to_string(),
+                        addr,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let transport =
             AnyTransport::bind(config, name)
                 .await
@@ -70,6 +89,7 @@ impl BoundNode {
         Ok(BoundNode {
             name: name.to_string(),
             client,
+            admin,
             transport,
         })
     }
@@ -84,6 +104,10 @@ impl BoundNode {
         self.transport.local_addr()
     }
 
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Starts serving with the places backend `config` names.
     pub fn start(self, config: Arc<Config>) -> Result<RunningNode, NodeError> {
         let places = places::from_config(&config.places)?;
@@ -96,10 +120,17 @@ impl BoundNode {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
-        let hub = Arc::new(Hub::new(epoch, config.peer.queue));
+        let neighbours = config
+            .nodes
+            .get(&self.name)
+            .map(|n| n.neighbours.clone())
+            .unwrap_or_default();
+        let metrics = Arc::new(Metrics::new(&neighbours));
+        let hub = Arc::new(Hub::with_metrics(epoch, config.peer.queue, metrics));
         let name: Arc<str> = Arc::from(self.name.as_str());
         let client_addr = self.client_addr();
         let peer_addr = self.peer_addr();
+        let admin_addr = self.admin_addr();
         let svc = Arc::new(ClientService {
             node: name.clone(),
             hub: hub.clone(),
@@ -113,6 +144,18 @@ impl BoundNode {
         tasks.spawn(
             server::run(self.client, svc, shutdown.child_token(), DRAIN).instrument(span.clone()),
         );
+        if let Some(admin) = self.admin {
+            tasks.spawn(
+                crate::admin::run(
+                    admin,
+                    self.name.clone(),
+                    neighbours.len(),
+                    hub.clone(),
+                    shutdown.child_token(),
+                )
+                .instrument(span.clone()),
+            );
+        }
         tasks.spawn(
             peer::run(
                 self.transport,
@@ -128,6 +171,7 @@ impl BoundNode {
             name: self.name,
             client_addr,
             peer_addr,
+            admin_addr,
             hub,
             shutdown,
             tasks,
@@ -143,6 +187,7 @@ pub struct RunningNode {
     name: String,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -159,6 +204,10 @@ impl RunningNode {
 
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -58,9 +58,11 @@ pub async fn run(
         tracing::debug!(%addr, "client connected");
         let svc = svc.clone();
         let stop = shutdown.child_token();
+        svc.hub.metrics().client_connections.inc();
         connections.spawn(
             async move {
-                client::serve(svc, stream, stop).await;
+                client::serve(svc.clone(), stream, stop).await;
+                svc.hub.metrics().client_connections.dec();
                 drop(slot);
                 tracing::debug!("client gone");
             }

@@ -195,6 +195,14 @@ pub async fn read<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame: usize,
 ) -> Result<Option<Message>, FrameError> {
+    Ok(read_sized(reader, max_frame).await?.map(|(m, _)| m))
+}
+
+/// [`read`], with the frame's size on the wire.
+pub async fn read_sized<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame: usize,
+) -> Result<Option<(Message, usize)>, FrameError> {
     let mut len = [0u8; 4];
     match reader.read(&mut len[..1]).await? {
         0 => return Ok(None),
@@ -206,7 +214,7 @@ pub async fn read<R: AsyncRead + Unpin>(
     }
     let mut body = BytesMut::zeroed(len);
     reader.read_exact(&mut body).await?;
-    decode(body.freeze()).map(Some)
+    decode(body.freeze()).map(|m| Some((m, len + 4)))
 }
 
 #[cfg(test)]

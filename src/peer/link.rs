@@ -37,19 +37,26 @@ pub async fn run(
         reader,
         writer,
         control,
+        remote,
         ..
     } = conn;
+    let metrics = hub.metrics();
+    let started = Instant::now();
     let attached = hub.attach(peer, hello.seen);
+    metrics.link_up(peer, attached.id, remote);
+    metrics
+        .anti_entropy_items
+        .inc_by(attached.backlog.len() as u64);
     let id = attached.id;
     let cut = attached.cut.clone();
     let (pongs, pong_queue) = mpsc::channel(8);
-    let receiving = receive(hub, reader, peer, hello.epoch, settings, pongs);
+    let receiving = receive(hub, reader, peer, hello.epoch, settings, pongs, started);
     tokio::pin!(receiving);
     // Shutdown is the writer's to handle, so that it can say goodbye.
     let reason = tokio::select! {
         _ = cut.cancelled() => "cut: replaced by a newer link or too far behind".to_string(),
         r = &mut receiving => r,
-        r = transmit(writer, attached, pong_queue, settings, shutdown) => r,
+        r = transmit(hub, peer, writer, attached, pong_queue, settings, shutdown, started) => r,
     };
     if shutdown.is_cancelled() {
         // Give the peer a moment to read our goodbye and close its end, so
@@ -57,6 +64,7 @@ pub async fn run(
         let _ = timeout(GOODBYE, &mut receiving).await;
     }
     hub.detach(peer, id);
+    metrics.link_down(peer, id, &reason);
     if let Some(control) = control {
         control.close(&reason);
     }
@@ -70,16 +78,21 @@ async fn receive(
     epoch: u64,
     settings: &PeerSettings,
     pongs: mpsc::Sender<u64>,
+    started: Instant,
 ) -> String {
+    let metrics = hub.metrics();
     loop {
         let message = match timeout(
             settings.idle_timeout,
-            frame::read(&mut reader, settings.max_frame),
+            frame::read_sized(&mut reader, settings.max_frame),
         )
         .await
         {
             Err(_) => return format!("heard nothing for {:?}", settings.idle_timeout),
-            Ok(Ok(Some(m))) => m,
+            Ok(Ok(Some((m, size)))) => {
+                metrics.traffic(peer, 1, size as u64, 0, 0);
+                m
+            }
             Ok(Ok(None)) => return "peer closed the link".into(),
             Ok(Err(FrameError::Io(e))) => return format!("read failed: {}", chain(&e)),
             Ok(Err(e)) => return format!("protocol violation: {e}"),
@@ -101,20 +114,30 @@ async fn receive(
                 // timeout on the other end will deal with it.
                 let _ = pongs.try_send(n);
             }
-            Message::Pong(_) => {}
+            Message::Pong(sent) => {
+                let sent = Duration::from_micros(sent);
+                if let Some(rtt) = started.elapsed().checked_sub(sent) {
+                    metrics.round_trip(peer, rtt);
+                }
+            }
             Message::Bye(reason) => return format!("peer closed the link: {reason}"),
             Message::Hello(_) => return "protocol violation: second hello".into(),
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn transmit(
+    hub: &Hub,
+    peer: &str,
     writer: impl AsyncWrite + Unpin,
     attached: Attached,
     mut pongs: mpsc::Receiver<u64>,
     settings: &PeerSettings,
     shutdown: &CancellationToken,
+    started: Instant,
 ) -> String {
+    let metrics = hub.metrics();
     let Attached {
         backlog,
         head,
@@ -134,6 +157,7 @@ async fn transmit(
         if let Err(e) = writer.write_all(&buf).await {
             return format!("write failed: {e}");
         }
+        metrics.traffic(peer, 0, 0, 1, buf.len() as u64);
         buf.clear();
         if rest.is_empty() {
             break;
@@ -144,13 +168,14 @@ async fn transmit(
     }
     let mut ping = interval(settings.keepalive);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let started = Instant::now();
     let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
+    let mut frames = 0;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
+                frames += 1;
             }
             got = live.recv_many(&mut batch, BATCH) => {
                 if got == 0 {
@@ -160,11 +185,16 @@ async fn transmit(
                     let n = fit(&batch, BATCH, budget);
                     encode(batch[n - 1].0, &batch[..n], &mut buf);
                     batch.drain(..n);
+                    frames += 1;
                 }
             }
-            Some(n) = pongs.recv() => frame::encode(&Message::Pong(n), &mut buf),
+            Some(n) = pongs.recv() => {
+                frame::encode(&Message::Pong(n), &mut buf);
+                frames += 1;
+            }
             _ = ping.tick() => {
                 frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
+                frames += 1;
             }
         }
         let wrote = async {
@@ -176,6 +206,7 @@ async fn transmit(
             Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
             Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
         }
+        metrics.traffic(peer, 0, 0, std::mem::take(&mut frames), buf.len() as u64);
         buf.clear();
         if shutdown.is_cancelled() {
             let _ = writer.shutdown().await;

@@ -123,8 +123,15 @@ async fn dial_loop<T: Transport>(ctx: Arc<Ctx<T>>, peer: String) {
                     backoff = settings.backoff_min;
                 }
             }
-            Ok(Err(e)) => tracing::info!(%addr, error = %e, "dial failed"),
-            Err(_) => tracing::info!(%addr, "dial timed out after {:?}", settings.connect_timeout),
+            Ok(Err(e)) => {
+                tracing::info!(%addr, error = %e, "dial failed");
+                ctx.hub.metrics().link_failed(Some(&peer), &e);
+            }
+            Err(_) => {
+                let reason = format!("dial timed out after {:?}", settings.connect_timeout);
+                tracing::info!(%addr, "{reason}");
+                ctx.hub.metrics().link_failed(Some(&peer), &reason);
+            }
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -189,7 +196,13 @@ async fn serve_incoming<T: Transport>(ctx: Arc<Ctx<T>>, incoming: Incoming) {
             let reason = link::run(&ctx.hub, conn, &peer, &hello, settings, &ctx.shutdown).await;
             tracing::info!(%remote, %peer, %reason, "link lost");
         }
-        Ok(Err(reason)) => tracing::warn!(%remote, %reason, "link refused"),
-        Err(_) => tracing::warn!(%remote, reason = "handshake timed out", "link refused"),
+        Ok(Err(reason)) => {
+            tracing::warn!(%remote, %reason, "link refused");
+            ctx.hub.metrics().link_refusals.inc();
+        }
+        Err(_) => {
+            tracing::warn!(%remote, reason = "handshake timed out", "link refused");
+            ctx.hub.metrics().link_refusals.inc();
+        }
     }
 }

@@ -96,6 +96,18 @@ pub fn error_response(error: &PlacesError) -> Value {
 /// Runs `query` on `places` within `timeout` and returns the JSON text the
 /// client gets: always legacy-shaped, at most `bound` results, never failing.
 pub async fn search(places: &dyn Places, query: Query, timeout: Duration) -> Vec<u8> {
+    answer(places, query, timeout).await.json
+}
+
+/// A search's reply and whether it reports a failure.
+pub struct Answer {
+    pub json: Vec<u8>,
+    pub failed: bool,
+}
+
+/// [`search`], also telling whether the reply is a failure (a status other
+/// than `OK` or `ZERO_RESULTS`).
+pub async fn answer(places: &dyn Places, query: Query, timeout: Duration) -> Answer {
     let answer = match tokio::time::timeout(timeout, places.nearby(query)).await {
         Ok(answer) => answer,
         Err(_) => Err(PlacesError::new(
@@ -117,8 +129,13 @@ pub async fn search(places: &dyn Places, query: Query, timeout: Duration) -> Vec
     if let Some(results) = value.get_mut("results").and_then(Value::as_array_mut) {
         results.truncate(query.bound);
     }
+    let failed = !matches!(
+        value.get("status").and_then(Value::as_str),
+        Some("OK" | "ZERO_RESULTS")
+    );
     // Pretty JSON never contains an empty line, and has no trailing LF.
-    serde_json::to_vec_pretty(&value).unwrap_or_else(|_| b"{}".to_vec())
+    let json = serde_json::to_vec_pretty(&value).unwrap_or_else(|_| b"{}".to_vec());
+    Answer { json, failed }
 }
 
 /// The backend the configuration asks for. Google backends sit behind a
