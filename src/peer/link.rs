@@ -63,8 +63,9 @@ pub async fn run(
         // closing the connection does not overtake it.
         let _ = timeout(GOODBYE, &mut receiving).await;
     }
-    hub.detach(peer, id);
+    // Status first: observers wake on the hub's detach event.
     metrics.link_down(peer, id, &reason);
+    hub.detach(peer, id);
     if let Some(control) = control {
         control.close(&reason);
     }

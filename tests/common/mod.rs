@@ -59,7 +59,7 @@ pub fn config_text(transport: TransportKind, topology: &[(&str, &[&str])], extra
     for (name, neighbours) in topology {
         let list: Vec<String> = neighbours.iter().map(|n| format!("\"{n}\"")).collect();
         text += &format!(
-            "[nodes.{name}]\nclient = \"127.0.0.1:0\"\npeer = \"127.0.0.1:0\"\nneighbours = [{}]\n",
+            "[nodes.{name}]\nclient = \"127.0.0.1:0\"\npeer = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nneighbours = [{}]\n",
             list.join(", ")
         );
     }
@@ -100,6 +100,7 @@ impl Herd {
             let entry = config.nodes.get_mut(name).unwrap();
             entry.client = node.client_addr();
             entry.peer = node.peer_addr().to_string();
+            entry.admin = node.admin_addr();
         }
         let config = Arc::new(config);
         let nodes = bound
@@ -124,6 +125,14 @@ impl Herd {
 
     pub fn client_addr(&self, name: &str) -> SocketAddr {
         self.config.nodes[name].client
+    }
+
+    /// The node's admin HTTP base URL.
+    pub fn admin_url(&self, name: &str) -> String {
+        format!(
+            "http://{}",
+            self.config.nodes[name].admin.expect("admin address")
+        )
     }
 
     /// Stops a node (it says goodbye to its links, as on SIGTERM).
