@@ -107,6 +107,19 @@ fn default_max_body() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     dir: Option<RelativePathBuf>,
+    #[serde(default)]
+    format: LogFormat,
+}
+
+/// How log lines are written, to the file and to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Timestamped human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// Bounds on what one client can make a node do.
@@ -222,6 +235,7 @@ pub struct Config {
     pub certs: PathBuf,
     pub places: PlacesConfig,
     pub log_dir: PathBuf,
+    pub log_format: LogFormat,
     pub limits: Limits,
     pub peer: PeerSettings,
     pub nodes: BTreeMap<String, NodeConfig>,
@@ -267,11 +281,9 @@ impl Config {
                 path.display()
             )));
         }
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
-            Env::prefixed("HERD_")
-                .ignore(&["config", "log_format"])
-                .split("__"),
-        );
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("HERD_").ignore(&["config"]).split("__"));
         Config::from_figment(figment, Some(path))
     }
 
@@ -428,6 +440,7 @@ impl Config {
             certs: normalize(&resolve(&raw.certs, "../certs")),
             places,
             log_dir: normalize(&resolve(&raw.log.dir, "../logs")),
+            log_format: raw.log.format,
             limits: raw.limits,
             peer: raw.peer,
             nodes: raw.nodes,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use herd::config::{self, Config, TransportKind};
+use herd::config::{self, Config, LogFormat, TransportKind};
 use herd::node::BoundNode;
 
 #[derive(Parser)]
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let json = std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json");
+            let json = config.log_format == LogFormat::Json;
             let _guard = match herd::logging::init(&config.log_dir, &node, json) {
                 Ok(g) => g,
                 Err(e) => {

@@ -117,6 +117,7 @@ impl BoundNode {
     /// Starts serving. `config` must give the real addresses of the
     /// neighbours (it may differ from the one used to bind).
     pub fn start_with(self, config: Arc<Config>, places: Arc<dyn Places>) -> RunningNode {
+        let config_for_reload = config.clone();
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -140,6 +141,7 @@ impl BoundNode {
         });
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let transport = Arc::new(self.transport);
         let span = tracing::info_span!("node", name = %name);
         tasks.spawn(
             server::run(self.client, svc, shutdown.child_token(), DRAIN).instrument(span.clone()),
@@ -158,7 +160,7 @@ impl BoundNode {
         }
         tasks.spawn(
             peer::run(
-                self.transport,
+                transport.clone(),
                 hub.clone(),
                 config,
                 name.to_string(),
@@ -168,6 +170,8 @@ impl BoundNode {
         );
         span.in_scope(|| tracing::info!(client = %client_addr, peer = %peer_addr, "node up"));
         RunningNode {
+            transport,
+            config: config_for_reload,
             name: self.name,
             client_addr,
             peer_addr,
@@ -184,6 +188,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// A serving node.
 pub struct RunningNode {
+    transport: Arc<AnyTransport>,
+    config: Arc<Config>,
     name: String,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
@@ -220,6 +226,18 @@ impl RunningNode {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         tracing::info!(node = %self.name, "node down");
+    }
+
+    /// Rereads this node's certificate files and uses them for every new
+    /// link; client connections and links already up are untouched. On
+    /// error the node keeps the certificates it had.
+    pub fn reload_certificates(&self) -> Result<(), NodeError> {
+        self.transport
+            .reload(&self.config, &self.name)
+            .map_err(|source| NodeError::Transport {
+                node: self.name.clone(),
+                source,
+            })
     }
 
     /// Waits until the node's tasks end (after a shutdown signal elsewhere).

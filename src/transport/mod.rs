@@ -105,6 +105,20 @@ impl AnyTransport {
     }
 }
 
+impl AnyTransport {
+    /// Rereads the node's certificates (quic); nothing to do for tcp.
+    pub fn reload(&self, config: &Config, node: &str) -> Result<(), TransportError> {
+        match self {
+            AnyTransport::Quic(t) => {
+                let tls = crate::tls::load(config, node)
+                    .map_err(|e| TransportError::Tls(e.to_string()))?;
+                t.reload(&tls)
+            }
+            AnyTransport::Tcp(_) => Ok(()),
+        }
+    }
+}
+
 impl Transport for AnyTransport {
     fn local_addr(&self) -> SocketAddr {
         match self {
@@ -142,4 +156,26 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
         .map_err(|_| TransportError::Resolve(addr.to_string()))?
         .next()
         .ok_or_else(|| TransportError::Resolve(addr.to_string()))
+}
+
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn local_addr(&self) -> SocketAddr {
+        (**self).local_addr()
+    }
+
+    fn accept(&self) -> impl Future<Output = Result<Incoming, TransportError>> + Send {
+        (**self).accept()
+    }
+
+    fn dial(
+        &self,
+        peer: &str,
+        addr: &str,
+    ) -> impl Future<Output = Result<Conn, TransportError>> + Send {
+        (**self).dial(peer, addr)
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        (**self).close()
+    }
 }

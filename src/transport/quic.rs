@@ -34,6 +34,9 @@ pub struct QuicTransport {
     endpoint: Endpoint,
     addr: SocketAddr,
     neighbours: Arc<Vec<String>>,
+    transport: Arc<TransportConfig>,
+    /// The client side's config, swapped on reload.
+    client: std::sync::Mutex<ClientConfig>,
 }
 
 /// Error codes in CONNECTION_CLOSE frames.
@@ -60,16 +63,7 @@ impl QuicTransport {
             .keep_alive_interval(Some(config.peer.keepalive));
         let transport = Arc::new(transport);
 
-        let tls_err = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
-        let mut server = ServerConfig::with_crypto(Arc::new(
-            QuicServerConfig::try_from(tls.server.clone()).map_err(|e| tls_err(&e))?,
-        ));
-        server.transport_config(transport.clone());
-        let mut client = ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(tls.client.clone()).map_err(|e| tls_err(&e))?,
-        ));
-        client.transport_config(transport);
-
+        let (server, client) = quic_configs(tls, &transport)?;
         let mut endpoint_config = EndpointConfig::new(Arc::new(hmac::Key::new(
             hmac::HMAC_SHA256,
             derive(b"herd quic stateless reset", &tls.key_der).as_ref(),
@@ -78,13 +72,12 @@ impl QuicTransport {
         let cid_key = u64::from_le_bytes(cid_key.as_ref()[..8].try_into().unwrap_or_default());
         endpoint_config
             .cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
-        let mut endpoint = Endpoint::new(
+        let endpoint = Endpoint::new(
             endpoint_config,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
-        endpoint.set_default_client_config(client);
         let neighbours = config
             .nodes
             .get(node)
@@ -94,8 +87,36 @@ impl QuicTransport {
             addr: endpoint.local_addr()?,
             endpoint,
             neighbours: Arc::new(neighbours),
+            transport,
+            client: std::sync::Mutex::new(client),
         })
     }
+
+    /// Switches to the certificates in `tls` for every new connection;
+    /// connections already up keep theirs. (The reset and connection-ID
+    /// keys stay derived from the key the node started with.)
+    pub fn reload(&self, tls: &NodeTls) -> Result<(), TransportError> {
+        let (server, client) = quic_configs(tls, &self.transport)?;
+        self.endpoint.set_server_config(Some(server));
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
+    }
+}
+
+fn quic_configs(
+    tls: &NodeTls,
+    transport: &Arc<TransportConfig>,
+) -> Result<(ServerConfig, ClientConfig), TransportError> {
+    let tls_err = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
+    let mut server = ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(tls.server.clone()).map_err(|e| tls_err(&e))?,
+    ));
+    server.transport_config(transport.clone());
+    let mut client = ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls.client.clone()).map_err(|e| tls_err(&e))?,
+    ));
+    client.transport_config(transport.clone());
+    Ok((server, client))
 }
 
 fn derive(label: &[u8], key: &[u8]) -> digest::Digest {
@@ -174,9 +195,14 @@ impl Transport for QuicTransport {
             addr: addr.to_string(),
             reason,
         };
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let connection = self
             .endpoint
-            .connect(remote, &server_name)
+            .connect_with(client, remote, &server_name)
             .map_err(|e| connect_err(e.to_string()))?
             .await
             .map_err(|e| connect_err(e.to_string()))?;
