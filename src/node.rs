@@ -139,12 +139,15 @@ impl BoundNode {
             places_timeout: config.places.timeout,
             limits: config.limits.clone(),
         });
+        // Clients stop first and finish what they owe; only then do links
+        // stop, so every update a client was answered for is still sent.
+        let stop_clients = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let transport = Arc::new(self.transport);
         let span = tracing::info_span!("node", name = %name);
-        tasks.spawn(
-            server::run(self.client, svc, shutdown.child_token(), DRAIN).instrument(span.clone()),
+        let clients = tokio::spawn(
+            server::run(self.client, svc, stop_clients.clone(), DRAIN).instrument(span.clone()),
         );
         if let Some(admin) = self.admin {
             tasks.spawn(
@@ -177,6 +180,8 @@ impl BoundNode {
             peer_addr,
             admin_addr,
             hub,
+            stop_clients,
+            clients,
             shutdown,
             tasks,
         }
@@ -195,6 +200,8 @@ pub struct RunningNode {
     peer_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
+    stop_clients: CancellationToken,
+    clients: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -220,12 +227,20 @@ impl RunningNode {
         &self.hub
     }
 
-    /// Stops accepting, lets connections finish what they owe, closes links
-    /// with a reason, and returns when every task has ended.
+    /// Stops accepting, lets connections finish what they owe, then sends
+    /// neighbours every update still queued and closes links with a reason;
+    /// returns when every task has ended.
     pub async fn shutdown(mut self) {
+        self.stop_clients.cancel();
+        let _ = (&mut self.clients).await;
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         tracing::info!(node = %self.name, "node down");
+    }
+
+    /// A token cancelled as soon as shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.stop_clients.clone()
     }
 
     /// Rereads this node's certificate files and uses them for every new
@@ -238,10 +253,5 @@ impl RunningNode {
                 node: self.name.clone(),
                 source,
             })
-    }
-
-    /// Waits until the node's tasks end (after a shutdown signal elsewhere).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
     }
 }

@@ -127,6 +127,33 @@ async fn a_restarted_node_rejoins_and_catches_up(transport: TransportKind) {
     herd.shutdown().await;
 }
 
+async fn a_node_stopping_still_sends_what_it_acknowledged(transport: TransportKind) {
+    const PAIR: &[(&str, &[&str])] = &[("Clark", &["Jaquez"]), ("Jaquez", &["Clark"])];
+    let mut herd = Herd::start(transport, PAIR).await;
+    herd.settled().await;
+    let mut c = Client::connect(herd.client_addr("Clark")).await;
+    let mut burst = Vec::new();
+    for i in 0..3000 {
+        burst.extend_from_slice(format!("IAMAT stop-{i} +1+1 {i}\n").as_bytes());
+    }
+    c.send(&burst).await;
+    // Stop Clark while its answers are still arriving: every answer the
+    // client gets is a promise the herd must keep.
+    let first = c.line().await.unwrap();
+    let stopping = herd.nodes.get_mut("Clark").unwrap().take().unwrap();
+    let stopped = tokio::spawn(stopping.shutdown());
+    let mut acked = vec![first];
+    while let Some(line) = c.line().await {
+        acked.push(line);
+    }
+    stopped.await.unwrap();
+    for (i, line) in acked.iter().enumerate() {
+        let client = format!("stop-{i}");
+        herd.holds("Jaquez", client.as_bytes(), line).await;
+    }
+    herd.shutdown().await;
+}
+
 macro_rules! suite {
     ($($transport:ident => $kind:expr),*) => {$(
         mod $transport {
@@ -145,6 +172,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_partition_heals_when_nodes_come_back() {
                 super::a_partition_heals_when_nodes_come_back($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_node_stopping_still_sends_what_it_acknowledged() {
+                super::a_node_stopping_still_sends_what_it_acknowledged($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
@@ -175,6 +176,15 @@ async fn transmit(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                // Everything queued goes out before the goodbye.
+                while live.recv_many(&mut batch, BATCH).now_or_never().is_some_and(|n| n > 0) {
+                    while !batch.is_empty() {
+                        let n = fit(&batch, BATCH, budget);
+                        encode(batch[n - 1].0, &batch[..n], &mut buf);
+                        batch.drain(..n);
+                        frames += 1;
+                    }
+                }
                 frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
                 frames += 1;
             }
