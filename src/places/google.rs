@@ -24,33 +24,22 @@ places.shortFormattedAddress,places.location,places.types,places.rating,\
 places.userRatingCount,places.businessStatus";
 
 /// The Places API (New) backend.
-pub struct Google {
-    client: Client,
-    url: Url,
-    key: Arc<str>,
-    max_body: usize,
-}
+pub struct Google(http::Upstream);
 
 impl Google {
     /// Fails (REQUEST_DENIED) without a key, or when the client cannot be
     /// built or the base URL is unusable.
     pub fn new(config: &PlacesConfig) -> Result<Self, PlacesError> {
-        let key = http::key(config)?;
-        Ok(Google {
-            client: http::client(config)?,
-            url: http::endpoint(config, DEFAULT_BASE, PATH)?,
-            key: key.into(),
-            max_body: config.max_body,
-        })
+        http::Upstream::new(config, DEFAULT_BASE, PATH).map(Google)
     }
 }
 
 impl Places for Google {
     fn nearby(&self, query: Query) -> BoxFuture<'static, Result<Value, PlacesError>> {
-        let client = self.client.clone();
-        let url = self.url.clone();
-        let key = Arc::clone(&self.key);
-        let max_body = self.max_body;
+        let client = self.0.client.clone();
+        let url = self.0.url.clone();
+        let key = Arc::clone(&self.0.key);
+        let max_body = self.0.max_body;
         Box::pin(async move {
             search(&client, url, &key, max_body, query)
                 .await

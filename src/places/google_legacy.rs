@@ -18,33 +18,22 @@ pub const DEFAULT_BASE: &str = "https://maps.googleapis.com";
 pub const PATH: &str = "/maps/api/place/nearbysearch/json";
 
 /// The legacy Places API backend.
-pub struct GoogleLegacy {
-    client: Client,
-    url: Url,
-    key: Arc<str>,
-    max_body: usize,
-}
+pub struct GoogleLegacy(http::Upstream);
 
 impl GoogleLegacy {
     /// Fails (REQUEST_DENIED) without a key, or when the client cannot be
     /// built or the base URL is unusable.
     pub fn new(config: &PlacesConfig) -> Result<Self, PlacesError> {
-        let key = http::key(config)?;
-        Ok(GoogleLegacy {
-            client: http::client(config)?,
-            url: http::endpoint(config, DEFAULT_BASE, PATH)?,
-            key: key.into(),
-            max_body: config.max_body,
-        })
+        http::Upstream::new(config, DEFAULT_BASE, PATH).map(GoogleLegacy)
     }
 }
 
 impl Places for GoogleLegacy {
     fn nearby(&self, query: Query) -> BoxFuture<'static, Result<Value, PlacesError>> {
-        let client = self.client.clone();
-        let url = request_url(&self.url, &query, &self.key);
-        let key = Arc::clone(&self.key);
-        let max_body = self.max_body;
+        let client = self.0.client.clone();
+        let url = request_url(&self.0.url, &query, &self.0.key);
+        let key = Arc::clone(&self.0.key);
+        let max_body = self.0.max_body;
         Box::pin(async move {
             search(&client, url, &key, max_body, query.bound)
                 .await
