@@ -195,6 +195,31 @@ pub(super) fn excerpt(body: &[u8]) -> String {
     }
 }
 
+/// What both Google backends hold: the shared client, the endpoint, the
+/// key and the body cap.
+pub(super) struct Upstream {
+    pub client: Client,
+    pub url: reqwest::Url,
+    pub key: std::sync::Arc<str>,
+    pub max_body: usize,
+}
+
+impl Upstream {
+    pub fn new(
+        config: &PlacesConfig,
+        default_base: &str,
+        path: &str,
+    ) -> Result<Upstream, PlacesError> {
+        let key = key(config)?;
+        Ok(Upstream {
+            client: client(config)?,
+            url: endpoint(config, default_base, path)?,
+            key: key.into(),
+            max_body: config.max_body,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,30 +249,5 @@ mod tests {
         );
         let long = excerpt(&[b'x'; 1000]);
         assert!(long.len() <= 123 && long.ends_with("..."));
-    }
-}
-
-/// What both Google backends hold: the shared client, the endpoint, the
-/// key and the body cap.
-pub(super) struct Upstream {
-    pub client: Client,
-    pub url: reqwest::Url,
-    pub key: std::sync::Arc<str>,
-    pub max_body: usize,
-}
-
-impl Upstream {
-    pub fn new(
-        config: &PlacesConfig,
-        default_base: &str,
-        path: &str,
-    ) -> Result<Upstream, PlacesError> {
-        let key = key(config)?;
-        Ok(Upstream {
-            client: client(config)?,
-            url: endpoint(config, default_base, path)?,
-            key: key.into(),
-            max_body: config.max_body,
-        })
     }
 }
