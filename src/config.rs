@@ -33,6 +33,17 @@ pub enum Provider {
     GoogleLegacy,
 }
 
+impl Provider {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Offline => "offline",
+            Provider::Google => "google",
+            Provider::GoogleLegacy => "google-legacy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

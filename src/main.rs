@@ -37,6 +37,10 @@ enum Command {
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Check only this node's certificate (on a host that holds only
+        /// its own files).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -60,7 +64,7 @@ fn load(flag: Option<PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(config),
+        Command::Check { config, node } => check(config, node),
         Command::Run { node, config } => {
             let config = match load(config) {
                 Ok(c) => c,
@@ -129,14 +133,24 @@ async fn wait_for_signal() -> std::io::Result<()> {
     Ok(())
 }
 
-fn check(flag: Option<PathBuf>) -> ExitCode {
+fn check(flag: Option<PathBuf>, only: Option<String>) -> ExitCode {
     let config = match load(flag) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let nodes: Vec<&String> = match &only {
+        Some(name) => match config.node(name) {
+            Ok(_) => vec![name],
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config.nodes.keys().collect(),
+    };
     let mut problems = Vec::new();
     if config.transport == TransportKind::Quic {
-        for node in config.nodes.keys() {
+        for node in nodes {
             problems.extend(herd::tls::check_node(
                 &config,
                 node,
@@ -156,9 +170,9 @@ fn check(flag: Option<PathBuf>) -> ExitCode {
         TransportKind::Tcp => "tcp (plaintext)",
     };
     println!(
-        "ok: {} nodes, transport {transport}, places {:?}",
+        "ok: {} nodes, transport {transport}, places {}",
         config.nodes.len(),
-        config.places.provider
+        config.places.provider.as_str()
     );
     for (name, node) in &config.nodes {
         println!(

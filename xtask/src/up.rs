@@ -197,9 +197,9 @@ fn print_table(config: &Config, nodes: &[Node]) {
         TransportKind::Tcp => "tcp (plaintext)",
     };
     println!(
-        "\nherd is up: {} nodes over {transport}, places {:?}\n",
+        "\nherd is up: {} nodes over {transport}, places {}\n",
         nodes.len(),
-        config.places.provider
+        config.places.provider.as_str()
     );
     println!("  {:<10} {:<22} {:<22} {}", "node", "client", "peer", "log");
     for node in nodes {
