@@ -138,13 +138,14 @@ impl Hub {
             let mut behind = Vec::new();
             let mut forwarded = 0;
             for (name, link) in &inner.links {
-                let change = if Some(name.as_str()) == from {
-                    (seq, None)
-                } else {
-                    forwarded += 1;
-                    (seq, Some(report.clone()))
-                };
-                if link.queue.try_send(change).is_err() {
+                if Some(name.as_str()) == from {
+                    // Only a hint: if it does not fit, the head advances
+                    // with the next change instead; never worth a cut.
+                    let _ = link.queue.try_send((seq, None));
+                    continue;
+                }
+                forwarded += 1;
+                if link.queue.try_send((seq, Some(report.clone()))).is_err() {
                     behind.push(name.clone());
                 }
             }
@@ -360,6 +361,17 @@ mod tests {
         assert_eq!(hub.attached(), vec!["P".to_string()]);
         hub.detach("P", new.id);
         assert!(hub.attached().is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_markers_but_never_cuts_the_sender() {
+        let hub = Hub::new(1, 2);
+        let sender = hub.attach("S", Head::default());
+        for i in 0..5 {
+            hub.publish(report("S", &format!("c{i}"), 1), Some("S"));
+        }
+        assert!(!sender.cut.is_cancelled());
+        assert_eq!(hub.attached(), vec!["S".to_string()]);
     }
 
     #[test]

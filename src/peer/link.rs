@@ -102,7 +102,12 @@ async fn receive(
         match message {
             Message::Updates { head, lines } => {
                 for line in lines {
-                    match Report::parse(line) {
+                    // A big frame must not keep a node's other work (its
+                    // clients) waiting.
+                    tokio::task::consume_budget().await;
+                    // A copy, so the stored report does not keep the whole
+                    // frame it arrived in alive.
+                    match Report::parse(Bytes::copy_from_slice(&line)) {
                         Ok(report) => {
                             hub.publish(Arc::new(report), Some(peer));
                         }
@@ -156,8 +161,10 @@ async fn transmit(
         let frame_head = if n == rest.len() { head } else { rest[n - 1].0 };
         encode(frame_head, &rest[..n], &mut buf);
         rest = &rest[n..];
-        if let Err(e) = writer.write_all(&buf).await {
-            return format!("write failed: {e}");
+        match timeout(settings.idle_timeout, writer.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
+            Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
         }
         metrics.traffic(peer, 0, 0, 1, buf.len() as u64);
         buf.clear();
@@ -165,8 +172,10 @@ async fn transmit(
             break;
         }
     }
-    if let Err(e) = writer.flush().await {
-        return format!("write failed: {e}");
+    match timeout(settings.idle_timeout, writer.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
+        Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
     }
     let mut ping = interval(settings.keepalive);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
