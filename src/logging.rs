@@ -24,9 +24,11 @@ pub fn init(dir: &Path, node: &str, json: bool) -> std::io::Result<WorkerGuard> 
         .open(dir.join(format!("{node}.log")))?;
     // Lossless: under a burst the node waits for the log rather than drop
     // lines the operator was promised.
+    // The writer thread drains every queued line and then flushes, so a
+    // buffer turns a write per line into a write per batch.
     let (file, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(file);
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, file));
     let stderr_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(STDERR_DEFAULT));
     let file_filter = EnvFilter::new("info,quinn=warn,rustls=warn");

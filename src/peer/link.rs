@@ -201,6 +201,17 @@ async fn transmit(
                 if got == 0 {
                     return "queue closed".into();
                 }
+                if got < BATCH {
+                    // Let the tasks making updates run once more, so that
+                    // under load one frame and one write carry many.
+                    tokio::task::yield_now().await;
+                    while batch.len() < BATCH {
+                        match live.try_recv() {
+                            Ok(change) => batch.push(change),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 while !batch.is_empty() {
                     let n = fit(&batch, BATCH, budget);
                     encode(batch[n - 1].0, &batch[..n], &mut buf);
