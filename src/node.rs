@@ -60,14 +60,11 @@ impl BoundNode {
     /// Binds `name`'s client listener and peer transport as `config` says.
     pub async fn bind(config: &Config, name: &str) -> Result<BoundNode, NodeError> {
         let node = config.node(name)?;
-        let client =
-            TcpListener::bind(node.client)
-                .await
-                .map_err(|source| NodeError::ClientListen {
-                    node: name.to_string(),
-                    addr: node.client,
-                    source,
-                })?;
+        let client = listen(node.client).map_err(|source| NodeError::ClientListen {
+            node: name.to_string(),
+            addr: node.client,
+            source,
+        })?;
         let admin =
             match node.admin {
                 Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
@@ -186,6 +183,22 @@ impl BoundNode {
             tasks,
         }
     }
+}
+
+/// Pending connections the kernel holds for the client listener (capped by
+/// net.core.somaxconn): clients beyond `limits.max_connections` wait here
+/// rather than having their SYNs dropped and retried seconds later.
+const BACKLOG: u32 = 1024;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// How long shutdown waits for connections to finish what they owe.

@@ -91,8 +91,11 @@ impl Report {
         let location = Location::parse(&line[location]).ok_or(BadReport::Location)?;
         let time_end = time.end;
         let time = Timestamp::parse(&line[time]).ok_or(BadReport::Time)?;
-        // Lines travel exactly as their server made them: single spaces.
-        if line.len() != time_end || line.iter().filter(|&&b| is_space(b)).count() != 5 {
+        // Lines travel exactly as their server made them: six fields and
+        // five single spaces, no other white space (an LF here would split
+        // a client's WHATSAT reply).
+        let mut spaces = line.iter().filter(|&&b| is_space(b));
+        if line.len() != time_end || spaces.clone().count() != 5 || spaces.any(|&b| b != b' ') {
             return Err(BadReport::Shape);
         }
         Ok(Report {
@@ -205,6 +208,11 @@ mod tests {
             b"AT Clark +0.263873386 kiwi +34-118 1.",
             b"AT  Clark +0.263873386 kiwi +34-118 1",
             b"AT Clark +0.263873386 kiwi +34-118 1\n",
+            b"AT\tClark +0.263873386 kiwi +34-118 1",
+            b"AT Clark +0.263873386\nkiwi +34-118 1",
+            b"AT Clark +0.263873386 kiwi\x0b+34-118 1",
+            b"AT Clark +00.263873386 kiwi +34-118 1",
+            b"AT Clark -0.000000000 kiwi +34-118 1",
         ] {
             assert!(
                 Report::parse(Bytes::copy_from_slice(bad)).is_err(),

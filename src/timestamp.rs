@@ -105,9 +105,16 @@ pub fn parse_delta(text: &[u8]) -> Option<i128> {
     if !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return None;
     }
+    // Only the one form format_delta writes: no leading zeros, no -0.
+    if int.len() > 1 && int[0] == b'0' {
+        return None;
+    }
     let whole: i128 = std::str::from_utf8(int).ok()?.parse().ok()?;
     let part: i128 = std::str::from_utf8(frac).ok()?.parse().ok()?;
     let value = whole * NANOS_PER_SEC + part;
+    if negative && value == 0 {
+        return None;
+    }
     Some(if negative { -value } else { value })
 }
 
