@@ -212,8 +212,10 @@ impl Cached {
         Lookup::Join(answer)
     }
 
-    /// Starts the upstream request in its own task, so that it runs to the
-    /// end whoever stops waiting for it.
+    /// Starts the upstream request in its own task (so within a Tokio
+    /// runtime), so that it runs to the end whoever stops waiting for it.
+    /// Called under the lock, so one flight starts per key: `nearby` only
+    /// builds a future.
     fn launch(&self, key: Key, flight: u64, query: Query) -> Flight {
         let upstream = self.inner.nearby(query);
         let shelf = self.shelf.clone();
