@@ -229,7 +229,7 @@ fn invalid(line: &[u8]) -> Bytes {
     out.freeze()
 }
 
-fn with_lf(line: &Bytes) -> Bytes {
+fn with_lf(line: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(line.len() + 1);
     out.put_slice(line);
     out.put_u8(b'\n');

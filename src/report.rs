@@ -9,18 +9,21 @@
 use std::cmp::Ordering;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use crate::location::Location;
 use crate::request::{fields, is_space};
 use crate::timestamp::{format_delta, parse_delta, Timestamp};
 
 /// One client's reported location, with the AT line that records it.
+///
+/// Kept small: a node holds one per client (a million is ordinary), so the
+/// line is an exact-size box and the fields are offsets into it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
-    line: Bytes,
-    server: Range<usize>,
-    client: Range<usize>,
+    line: Box<[u8]>,
+    /// The server name runs from byte 3 (after `AT `) for this many bytes.
+    server_len: u8,
+    client_start: u32,
+    client_len: u32,
     location: Location,
     time: Timestamp,
 }
@@ -51,34 +54,34 @@ impl Report {
         time: Timestamp,
     ) -> Report {
         let delta = format_delta(received.nanos_since(time));
-        let mut line = BytesMut::with_capacity(
-            8 + server.len() + delta.len() + client.len() + location_text.len() + time_text.len(),
+        let mut line = Vec::with_capacity(
+            7 + server.len() + delta.len() + client.len() + location_text.len() + time_text.len(),
         );
-        line.put_slice(b"AT ");
-        line.put_slice(server.as_bytes());
-        let server_range = 3..line.len();
-        line.put_u8(b' ');
-        line.put_slice(delta.as_bytes());
-        line.put_u8(b' ');
-        let start = line.len();
-        line.put_slice(client);
-        let client_range = start..line.len();
-        line.put_u8(b' ');
-        line.put_slice(location_text);
-        line.put_u8(b' ');
-        line.put_slice(time_text);
+        line.extend_from_slice(b"AT ");
+        line.extend_from_slice(server.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(delta.as_bytes());
+        line.push(b' ');
+        let client_start = line.len();
+        line.extend_from_slice(client);
+        line.push(b' ');
+        line.extend_from_slice(location_text);
+        line.push(b' ');
+        line.extend_from_slice(time_text);
         Report {
-            line: line.freeze(),
-            server: server_range,
-            client: client_range,
+            line: line.into_boxed_slice(),
+            server_len: server.len() as u8,
+            client_start: client_start as u32,
+            client_len: client.len() as u32,
             location,
             time,
         }
     }
 
-    /// Parses and checks an AT line made by another server.
-    pub fn parse(line: Bytes) -> Result<Report, BadReport> {
-        let ranges: Vec<Range<usize>> = field_ranges(&line).take(7).collect();
+    /// Parses and checks an AT line made by another server (copying it).
+    pub fn parse(line: impl AsRef<[u8]>) -> Result<Report, BadReport> {
+        let line = line.as_ref();
+        let ranges: Vec<Range<usize>> = field_ranges(line).take(7).collect();
         let [at, server, delta, client, location, time]: [Range<usize>; 6] =
             ranges.try_into().map_err(|_| BadReport::Shape)?;
         if &line[at] != b"AT" || server.start != 3 {
@@ -99,32 +102,29 @@ impl Report {
             return Err(BadReport::Shape);
         }
         Ok(Report {
-            line,
-            server,
-            client,
+            line: line.into(),
+            server_len: server.len() as u8,
+            client_start: client.start as u32,
+            client_len: client.len() as u32,
             location,
             time,
         })
     }
 
     /// The AT line, without a line end.
-    pub fn line(&self) -> &Bytes {
+    pub fn line(&self) -> &[u8] {
         &self.line
     }
 
     /// The server that received the IAMAT.
     pub fn server(&self) -> &[u8] {
-        &self.line[self.server.clone()]
+        &self.line[3..3 + usize::from(self.server_len)]
     }
 
     /// The client ID, as the client sent it.
     pub fn client(&self) -> &[u8] {
-        &self.line[self.client.clone()]
-    }
-
-    /// The client ID as a cheap handle on the line's own bytes.
-    pub fn client_bytes(&self) -> Bytes {
-        self.line.slice(self.client.clone())
+        let start = self.client_start as usize;
+        &self.line[start..start + self.client_len as usize]
     }
 
     pub fn location(&self) -> Location {
@@ -176,7 +176,7 @@ mod tests {
     fn formats_the_spec_example() {
         let r = example("Clark", "1621464827.959498503");
         assert_eq!(
-            &r.line()[..],
+            r.line(),
             b"AT Clark +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
         );
         assert_eq!(r.server(), b"Clark");
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn parse_round_trips_what_new_makes() {
         let r = example("Bona", "1621464827.959498503");
-        assert_eq!(Report::parse(r.line().clone()), Ok(r));
+        assert_eq!(Report::parse(r.line()), Ok(r));
     }
 
     #[test]
@@ -214,11 +214,7 @@ mod tests {
             b"AT Clark +00.263873386 kiwi +34-118 1",
             b"AT Clark -0.000000000 kiwi +34-118 1",
         ] {
-            assert!(
-                Report::parse(Bytes::copy_from_slice(bad)).is_err(),
-                "{}",
-                bad.escape_ascii()
-            );
+            assert!(Report::parse(bad).is_err(), "{}", bad.escape_ascii());
         }
     }
 
@@ -235,7 +231,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_lines_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
-            let _ = Report::parse(Bytes::from(bytes));
+            let _ = Report::parse(bytes);
         }
     }
 }

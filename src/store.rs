@@ -7,11 +7,11 @@
 //! anti-entropy sends a neighbour that has seen everything up to a number,
 //! so its cost follows what changed, not the size of the table.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use crate::report::Report;
 
@@ -27,9 +27,36 @@ pub enum Offer {
     Lost(Arc<Report>),
 }
 
+/// A report as a map key: it hashes and compares as its client ID, so the
+/// table needs no separate copy of each ID.
+#[derive(Debug)]
+struct ByClient(Arc<Report>);
+
+impl Borrow<[u8]> for ByClient {
+    fn borrow(&self) -> &[u8] {
+        self.0.client()
+    }
+}
+
+impl Hash for ByClient {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly as the borrowed form, [u8], does.
+        self.0.client().hash(state);
+    }
+}
+
+impl PartialEq for ByClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client() == other.0.client()
+    }
+}
+
+impl Eq for ByClient {}
+
 #[derive(Debug, Default)]
 pub struct Store {
-    clients: HashMap<Bytes, (Arc<Report>, Seq)>,
+    /// Each client's current report, with its change number.
+    clients: HashMap<ByClient, Seq>,
     changes: BTreeMap<Seq, Arc<Report>>,
     head: Seq,
 }
@@ -41,21 +68,23 @@ impl Store {
 
     /// Stores `report` if it is newer than the client's current report.
     pub fn offer(&mut self, report: Arc<Report>) -> Offer {
-        let key = report.client_bytes();
-        if let Some((current, old_seq)) = self.clients.get(&key) {
-            if report.newness(current) != Ordering::Greater {
-                return Offer::Lost(current.clone());
+        if let Some((current, &old_seq)) = self.clients.get_key_value(report.client()) {
+            if report.newness(&current.0) != Ordering::Greater {
+                return Offer::Lost(current.0.clone());
             }
-            self.changes.remove(old_seq);
+            self.changes.remove(&old_seq);
+            // The key is the old report itself: replace it, not just the
+            // value.
+            self.clients.remove(report.client());
         }
         self.head += 1;
         self.changes.insert(self.head, report.clone());
-        self.clients.insert(key, (report, self.head));
+        self.clients.insert(ByClient(report), self.head);
         Offer::Won { seq: self.head }
     }
 
     pub fn get(&self, client: &[u8]) -> Option<&Arc<Report>> {
-        self.clients.get(client).map(|(report, _)| report)
+        self.clients.get_key_value(client).map(|(key, _)| &key.0)
     }
 
     /// The number of the latest change.

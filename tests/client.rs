@@ -366,7 +366,7 @@ async fn fields_are_separated_by_any_protocol_white_space() {
 
     c.send(b"\t WHATSAT\x0bk1\x0c10\r5\x0b\r\n").await;
     let (at, value) = whatsat_reply(&mut c).await;
-    assert_eq!(&at[..], &clark.hub().lookup(b"k1").unwrap().line()[..]);
+    assert_eq!(&at[..], clark.hub().lookup(b"k1").unwrap().line());
     assert_eq!(results(&value), 5);
     clark.shutdown().await;
 }
@@ -590,7 +590,7 @@ async fn a_newer_iamat_replaces_the_stored_line_and_a_stale_one_changes_nothing(
     // Equal time: whichever wins the tie, the reply is what is stored.
     let tie = c.ask(&format!("IAMAT k +40+40 {t2}")).await;
     let stored = clark.hub().lookup(b"k").unwrap();
-    assert_eq!(tie.as_bytes(), &stored.line()[..]);
+    assert_eq!(tie.as_bytes(), stored.line());
     c.send(b"WHATSAT k 10 1\n").await;
     let (at, _) = whatsat_reply(&mut c).await;
     assert_eq!(tie.as_bytes(), &at[..]);

@@ -896,7 +896,7 @@ async fn a_neighbour_that_stops_reading_is_cut_and_memory_stays_bounded() {
         .lookup(format!("slow-{last}").as_bytes())
         .expect("stored")
         .line()
-        .clone();
+        .to_vec();
     let missed = [
         probed,
         (

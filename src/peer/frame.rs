@@ -105,7 +105,7 @@ pub fn encode(message: &Message, out: &mut BytesMut) {
 /// a [`Message`] (the hot path).
 pub fn encode_updates<'a>(
     head: Seq,
-    lines: impl ExactSizeIterator<Item = &'a Bytes>,
+    lines: impl ExactSizeIterator<Item = &'a [u8]>,
     out: &mut BytesMut,
 ) {
     let start = out.len();
@@ -250,7 +250,7 @@ mod tests {
     fn encode_updates_matches_encode() {
         let lines = vec![Bytes::from_static(b"x"), Bytes::from_static(b"yz")];
         let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-        encode_updates(5, lines.iter(), &mut a);
+        encode_updates(5, lines.iter().map(|l| &l[..]), &mut a);
         encode(&Message::Updates { head: 5, lines }, &mut b);
         assert_eq!(a, b);
     }

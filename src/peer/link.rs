@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -105,9 +105,9 @@ async fn receive(
                     // A big frame must not keep a node's other work (its
                     // clients) waiting.
                     tokio::task::consume_budget().await;
-                    // A copy, so the stored report does not keep the whole
-                    // frame it arrived in alive.
-                    match Report::parse(Bytes::copy_from_slice(&line)) {
+                    // Parsing copies the line, so the stored report does not
+                    // keep the whole frame it arrived in alive.
+                    match Report::parse(&line) {
                         Ok(report) => {
                             hub.publish(Arc::new(report), Some(peer));
                         }
@@ -248,7 +248,7 @@ async fn transmit(
 
 /// One updates frame for `changes`, complete up to `head`.
 fn encode(head: Seq, changes: &[Change], buf: &mut BytesMut) {
-    let lines: Vec<&Bytes> = changes
+    let lines: Vec<&[u8]> = changes
         .iter()
         .filter_map(|(_, r)| r.as_ref().map(|r| r.line()))
         .collect();

@@ -182,7 +182,7 @@ impl Herd {
     /// Waits until `name` stores `line` as `client`'s report.
     pub async fn holds(&self, name: &str, client: &[u8], line: &[u8]) {
         until(self.hub(name), |hub| {
-            hub.lookup(client).is_some_and(|r| &r.line()[..] == line)
+            hub.lookup(client).is_some_and(|r| r.line() == line)
         })
         .await;
     }
