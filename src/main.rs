@@ -107,29 +107,34 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(config: Config, node: String) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Signals first: a SIGTERM during start-up must stop the node cleanly,
+    // not kill it.
+    let mut term = signal(SignalKind::terminate()).context("installing signal handlers")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing signal handlers")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing signal handlers")?;
+    // Places data is loaded before the client port opens, so a client that
+    // can connect is served at once.
+    let places = herd::places::from_config(&config.places)?;
     let bound = BoundNode::bind(&config, &node).await?;
-    let running = bound.start(Arc::new(config))?;
+    let running = bound.start_with(Arc::new(config), places);
     tracing::info!(
         client = %running.client_addr(),
         peer = %running.peer_addr(),
         "{node} serving clients"
     );
-    wait_for_signal()
-        .await
-        .context("installing signal handlers")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match running.reload_certificates() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded for new links"),
+                Err(e) => tracing::error!("SIGHUP: keeping the old certificates: {e}"),
+            },
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -201,15 +201,19 @@ fn print_table(config: &Config, nodes: &[Node]) {
         nodes.len(),
         config.places.provider.as_str()
     );
-    println!("  {:<10} {:<22} {:<22} {}", "node", "client", "peer", "log");
+    println!("  node       client            peer              admin                    log");
     for node in nodes {
-        let peer = &config.nodes[&node.name].peer;
+        let entry = &config.nodes[&node.name];
+        let admin = entry
+            .admin
+            .map_or("-".to_string(), |a| format!("http://{a}"));
         let log = config.log_dir.join(format!("{}.log", node.name));
         println!(
-            "  {:<10} {:<22} {:<22} {}",
+            "  {:<10} {:<17} {:<17} {:<24} {}",
             node.name,
             node.client.to_string(),
-            peer,
+            entry.peer,
+            admin,
             log.display()
         );
     }
