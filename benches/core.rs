@@ -1,2 +1,120 @@
-//! Criterion micro-benchmarks of the hot pure code (being written).
-fn main() {}
+//! Micro-benchmarks of the pure hot path: parsing a request, making and
+//! parsing an AT line, the newest-wins store and the flooding hub.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use herd::flood::{Head, Hub};
+use herd::location::Location;
+use herd::report::Report;
+use herd::request;
+use herd::store::Store;
+use herd::timestamp::Timestamp;
+
+const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+
+fn report(client: &str, nanos: u32) -> Arc<Report> {
+    let time = Timestamp::new(1621464827, nanos).unwrap();
+    let text = format!("1621464827.{nanos:09}");
+    Arc::new(Report::new(
+        "Clark",
+        Timestamp::new(1621464828, 0).unwrap(),
+        client.as_bytes(),
+        b"+34.068930-118.445127",
+        Location {
+            lat: 34.06893,
+            lon: -118.445127,
+        },
+        text.as_bytes(),
+        time,
+    ))
+}
+
+fn parsing(c: &mut Criterion) {
+    c.bench_function("request::parse IAMAT", |b| {
+        b.iter(|| request::parse(black_box(IAMAT)))
+    });
+    c.bench_function("request::parse WHATSAT", |b| {
+        b.iter(|| request::parse(black_box(b"WHATSAT kiwi.cs.ucla.edu 10 5")))
+    });
+    c.bench_function("request::parse invalid", |b| {
+        b.iter(|| request::parse(black_box(b"HELLO there, this is not a request")))
+    });
+}
+
+fn formatting(c: &mut Criterion) {
+    let location = Location::parse(b"+34.068930-118.445127").unwrap();
+    let time = Timestamp::parse(b"1621464827.959498503").unwrap();
+    let now = Timestamp::parse(b"1621464828.223371889").unwrap();
+    c.bench_function("Report::new", |b| {
+        b.iter(|| {
+            Report::new(
+                black_box("Clark"),
+                now,
+                b"kiwi.cs.ucla.edu",
+                b"+34.068930-118.445127",
+                location,
+                b"1621464827.959498503",
+                time,
+            )
+        })
+    });
+    let line = report("kiwi.cs.ucla.edu", 5).line().to_vec();
+    c.bench_function("Report::parse", |b| {
+        b.iter(|| Report::parse(black_box(&line)))
+    });
+}
+
+fn storing(c: &mut Criterion) {
+    let mut store = Store::new();
+    let clients: Vec<String> = (0..100_000).map(|i| format!("client-{i}")).collect();
+    for client in &clients {
+        store.offer(report(client, 1));
+    }
+    let mut n = 1;
+    c.bench_function("Store::offer win (100k clients)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                report(&clients[n as usize % clients.len()], n)
+            },
+            |r| store.offer(r),
+            BatchSize::SmallInput,
+        )
+    });
+    let stale = report(&clients[7], 0);
+    c.bench_function("Store::offer stale (100k clients)", |b| {
+        b.iter(|| store.offer(stale.clone()))
+    });
+    c.bench_function("Store::get (100k clients)", |b| {
+        b.iter(|| store.get(black_box(b"client-99999")).is_some())
+    });
+}
+
+fn flooding(c: &mut Criterion) {
+    let hub = Hub::new(1, 1 << 20);
+    let mut links: Vec<_> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|p| hub.attach(p, Head::default()))
+        .collect();
+    let mut n = 0u32;
+    c.bench_function("Hub::publish to 4 links", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                report(&format!("c{}", n % 50_000), n)
+            },
+            |r| {
+                hub.publish(r, Some("A"));
+            },
+            BatchSize::SmallInput,
+        );
+        for link in &mut links {
+            while link.live.try_recv().is_ok() {}
+        }
+    });
+}
+
+criterion_group!(benches, parsing, formatting, storing, flooding);
+criterion_main!(benches);

@@ -3,6 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
+mod bench_ceiling;
+mod bench_procs;
+mod bench_report;
+mod loadgen;
+mod soak;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +32,12 @@ enum Command {
     GenCerts(GenCerts),
     /// Run every node of the config on this machine until Ctrl-C.
     Up(Up),
+    /// Measure the client path and propagation (ceiling, herd on tcp and quic).
+    Bench(bench::BenchArgs),
+    /// Mixed client load on the five-node herd while nodes are stopped and
+    /// crashed at random; then every node must hold every client's newest
+    /// acknowledged report.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +87,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::GenCerts(args) => gen_certs(args),
         Command::Up(args) => run_up(args),
+        Command::Bench(args) => bench::run(args).map_err(Failure::from),
+        Command::Soak(args) => soak::run(args, &workspace_root())
+            .map(|_| ())
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,883 @@
+//! `cargo xtask bench`: the client path and propagation, measured.
+//!
+//! One run on this machine loads, with the same async pipelining load
+//! generator ([`crate::loadgen`]) over the client protocol only:
+//! 1. the ceiling, a line server that only answers ([`crate::bench_ceiling`]);
+//! 2. the five-node herd (release `herd` processes, reference topology) on
+//!    `tcp`;
+//! 3. the same on `quic`.
+//!
+//! For each: IAMAT replies per second at Clark with 50 connections × 1 in
+//! flight and 10 × 32, with latency from write to reply; for the herds also
+//! the time until a burst of distinct updates sent to Clark is visible (by
+//! WHATSAT) on every other node, and the resident memory of every node once
+//! a million clients are stored everywhere. Every reply is checked, and a
+//! random sample of the updates (plus each connection's last) is checked on
+//! every node: anything lost or a stage that fails makes the run exit
+//! non-zero. Speed targets are reported, never enforced.
+//!
+//! Results: `target/bench/results.md` (also printed), `latency.svg` and
+//! `throughput.svg`.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use herd::config::TransportKind;
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use crate::bench_procs::{self, Ceiling, Herd, ENTRY};
+use crate::bench_report;
+use crate::loadgen::{self, Conn, LoadResult, LoadSpec, UpdateSpec, Verified};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Short run (CI): a few seconds per stage, 100,000 clients, a 5,000-update burst
+    #[arg(long)]
+    pub quick: bool,
+    /// Configurations to run
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ceiling,tcp,quic"
+    )]
+    pub only: Vec<Stage>,
+    /// Distinct clients stored before memory is read [default: 1000000, quick 100000]
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u64>,
+    /// Updates in the propagation burst [default: 20000, quick 5000]
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u64>,
+    /// Seconds measured per load [default: 5, quick 1.5]
+    #[arg(long, value_name = "SECS")]
+    pub seconds: Option<f64>,
+    /// Where results go [default: target/bench]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Keep the temporary directory (configs, certificates, node logs)
+    #[arg(long)]
+    pub keep: bool,
+    /// Record `perf record -g` profiles of the herd's nodes during the 50×1
+    /// load and the burst (into the output directory)
+    #[arg(long)]
+    pub perf: bool,
+    /// Internal: run the ceiling server (the benchmark starts it)
+    #[arg(long, hide = true)]
+    pub serve_ceiling: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    Ceiling,
+    Tcp,
+    Quic,
+}
+
+/// Set when the benchmark runs the release build it made of itself.
+const REEXEC_ENV: &str = "HERD_XTASK_BENCH_RELEASE";
+
+/// The two closed-loop loads: (connections, requests in flight on each).
+pub const LOADS: [(usize, usize); 2] = [(50, 1), (10, 32)];
+
+/// Connections and in-flight window for bursts of distinct updates.
+const BURST_CONNS: usize = 10;
+const BURST_WINDOW: usize = 512;
+
+/// Between WHATSAT polls while waiting for updates to arrive.
+const POLL: Duration = Duration::from_millis(1);
+
+/// Targets (reported, never enforced).
+pub const TARGET_SHARE_TCP: f64 = 0.75;
+pub const TARGET_SHARE_QUIC: f64 = 0.70;
+pub const TARGET_BURST_RATE: f64 = 300_000.0;
+pub const TARGET_RSS_BYTES: u64 = 250_000_000;
+pub const TARGET_CLIENTS: u64 = 1_000_000;
+pub const TARGET_BURST: u64 = 20_000;
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub quick: bool,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub burst: u64,
+    pub clients: u64,
+    /// Random updates checked on every node, besides the last ones.
+    pub samples: usize,
+}
+
+impl Params {
+    fn from_args(args: &BenchArgs) -> Params {
+        let quick = args.quick;
+        let measure = args.seconds.filter(|s| s.is_finite() && *s > 0.0).map_or(
+            Duration::from_millis(if quick { 1500 } else { 5000 }),
+            Duration::from_secs_f64,
+        );
+        Params {
+            quick,
+            warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
+            measure,
+            burst: args
+                .burst
+                .unwrap_or(if quick { 5_000 } else { TARGET_BURST })
+                .max(BURST_CONNS as u64),
+            clients: args
+                .clients
+                .unwrap_or(if quick { 100_000 } else { TARGET_CLIENTS })
+                .max(BURST_CONNS as u64),
+            samples: if quick { 250 } else { 1000 },
+        }
+    }
+}
+
+/// One closed-loop load on one configuration.
+#[derive(Debug, Clone)]
+pub struct LoadRow {
+    pub config: String,
+    pub conns: usize,
+    pub depth: usize,
+    pub result: Option<LoadResult>,
+    /// CPU used meanwhile, in cores, per process.
+    pub cpu: Vec<(String, f64)>,
+}
+
+/// A burst of distinct updates sent to Clark and watched arrive elsewhere.
+#[derive(Debug, Clone)]
+pub struct Propagation {
+    pub total: u64,
+    /// From the first write until Clark had answered every update.
+    pub acked: Duration,
+    /// From the first write until every connection's last update was seen
+    /// on every other node.
+    pub visible: Duration,
+    /// Replies that were not the expected AT line.
+    pub bad: u64,
+    pub first_bad: Option<String>,
+    /// What the sample check found, per node.
+    pub verified: Vec<(String, Verified)>,
+    pub cpu: Vec<(String, f64)>,
+}
+
+impl Propagation {
+    pub fn rate(&self) -> f64 {
+        self.total as f64 / self.visible.as_secs_f64().max(1e-9)
+    }
+
+    pub fn lost(&self) -> usize {
+        self.bad as usize
+            + self
+                .verified
+                .iter()
+                .map(|(_, v)| v.missing.len() + v.wrong.len())
+                .sum::<usize>()
+    }
+}
+
+/// Everything measured on one herd configuration besides the loads.
+#[derive(Debug, Clone, Default)]
+pub struct HerdRow {
+    pub config: String,
+    pub burst: Option<Propagation>,
+    pub clients: Option<Propagation>,
+    /// VmRSS per node after `clients` were stored everywhere.
+    pub rss: Vec<(String, u64)>,
+    /// Links cut as too slow during the run (from the nodes' logs).
+    pub cuts: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub params: Option<Params>,
+    pub loads: Vec<LoadRow>,
+    pub herds: Vec<HerdRow>,
+    /// Stages that failed or lost something: the run exits non-zero.
+    pub failures: Vec<String>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    /// The ceiling's rate for a load, if it was measured.
+    pub fn ceiling_rate(&self, conns: usize, depth: usize) -> Option<f64> {
+        self.loads
+            .iter()
+            .find(|l| l.config == "ceiling" && l.conns == conns && l.depth == depth)
+            .and_then(|l| l.result.as_ref())
+            .map(LoadResult::rate)
+    }
+}
+
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Has the benchmark been told to stop (Ctrl-C, SIGTERM)?
+pub fn interrupted() -> bool {
+    STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+fn install_signals() -> Result<()> {
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal exits at once (children die with us).
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())?;
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
+    Ok(())
+}
+
+/// Runs `fut` on the runtime until it ends or the benchmark is interrupted.
+fn block<T>(rt: &Runtime, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    rt.block_on(async {
+        tokio::select! {
+            r = fut => r,
+            _ = async {
+                while !interrupted() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            } => bail!("interrupted"),
+        }
+    })
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// `cargo build --release` of the herd binary (and of xtask itself).
+fn build(root: &Path, with_xtask: bool) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--release", "--quiet", "--package", "herd"]);
+    if with_xtask {
+        cmd.args(["--package", "xtask"]);
+    }
+    cmd.args(["--bin", "herd"]);
+    if with_xtask {
+        cmd.args(["--bin", "xtask"]);
+    }
+    let status = cmd
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    Ok(())
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.serve_ceiling {
+        return crate::bench_ceiling::serve();
+    }
+    let root = crate::workspace_root();
+    let target = target_dir(&root);
+    let rebuilt = std::env::var_os(REEXEC_ENV).is_some();
+    if cfg!(debug_assertions) && !rebuilt {
+        // The load generator and the ceiling must not be a debug build: run
+        // the benchmark from a release build of this very task.
+        println!("building herd and xtask (release)...");
+        build(&root, true)?;
+        let exe = target.join("release").join("xtask");
+        let err = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env(REEXEC_ENV, "1")
+            .exec();
+        bail!("running {}: {err}", exe.display());
+    }
+    if !rebuilt {
+        println!("building herd (release)...");
+        build(&root, false)?;
+    }
+    let herd_bin = target.join("release").join("herd");
+    let exe = std::env::current_exe().context("finding the xtask executable")?;
+    install_signals()?;
+
+    let params = Params::from_args(&args);
+    let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let tmp = std::env::temp_dir().join(format!("herd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut results = Results {
+        params: Some(params.clone()),
+        ..Results::default()
+    };
+    let started = Instant::now();
+    println!(
+        "bench{}: {:.1} s per load after {:.1} s warm-up, a {}-update burst, {} clients; {} cores",
+        if params.quick { " --quick" } else { "" },
+        params.measure.as_secs_f64(),
+        params.warmup.as_secs_f64(),
+        params.burst,
+        params.clients,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for stage in [Stage::Ceiling, Stage::Tcp, Stage::Quic] {
+        if !args.only.contains(&stage) || interrupted() {
+            continue;
+        }
+        let outcome = match stage {
+            Stage::Ceiling => ceiling_stage(&rt, &exe, &params, &mut results),
+            Stage::Tcp => herd_stage(
+                &rt,
+                &herd_bin,
+                &tmp,
+                TransportKind::Tcp,
+                &args,
+                &out,
+                &params,
+                &mut results,
+            ),
+            Stage::Quic => herd_stage(
+                &rt,
+                &herd_bin,
+                &tmp,
+                TransportKind::Quic,
+                &args,
+                &out,
+                &params,
+                &mut results,
+            ),
+        };
+        if let Err(e) = outcome {
+            let name = format!("{stage:?}").to_lowercase();
+            eprintln!("{name}: FAILED: {e:#}");
+            results.failures.push(format!("{name}: {e:#}"));
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    if interrupted() {
+        results.failures.push("interrupted".into());
+    }
+    results.notes.push(format!(
+        "whole run: {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let table = bench_report::markdown(&results);
+    let md = out.join("results.md");
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    let plots = bench_report::plots(&results, &out);
+    println!("\n{table}");
+    println!("wrote {}", md.display());
+    match plots {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Err(e) => results.failures.push(format!("plots: {e:#}")),
+    }
+    if args.keep || !results.failures.is_empty() {
+        println!("node logs and configs kept in {}", tmp.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if !results.failures.is_empty() {
+        bail!(
+            "{} problem(s):\n  {}",
+            results.failures.len(),
+            results.failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds of the benchmark process itself.
+fn own_cpu() -> f64 {
+    bench_procs::cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+/// Cores used between two CPU readings taken `wall` apart.
+fn cores(before: &[(String, f64)], after: &[(String, f64)], wall: Duration) -> Vec<(String, f64)> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, b), (_, a))| (name.clone(), (a - b) / wall.as_secs_f64().max(1e-9)))
+        .collect()
+}
+
+fn ceiling_stage(rt: &Runtime, exe: &Path, params: &Params, results: &mut Results) -> Result<()> {
+    println!("\n== ceiling (a line server that only answers)");
+    let mut ceiling = Ceiling::start(exe)?;
+    let reading = |c: &Ceiling| {
+        vec![
+            (
+                ENTRY.to_string(),
+                bench_procs::cpu_seconds(c.pid()).unwrap_or(0.0),
+            ),
+            ("load generator".to_string(), own_cpu()),
+        ]
+    };
+    for (conns, depth) in LOADS {
+        let spec = LoadSpec {
+            addr: ceiling.addr,
+            server: crate::bench_ceiling::NAME.to_string(),
+            conns,
+            depth,
+            warmup: params.warmup,
+            measure: params.measure,
+            tag: format!("ceiling-{conns}x{depth}"),
+        };
+        let before = reading(&ceiling);
+        let t = Instant::now();
+        let result = block(rt, loadgen::closed_loop(spec));
+        let cpu = cores(&before, &reading(&ceiling), t.elapsed());
+        let result = result.with_context(|| format!("{conns}×{depth} load"))?;
+        print_load("ceiling", conns, depth, &result, None);
+        if result.bad > 0 {
+            results.failures.push(format!(
+                "ceiling {conns}×{depth}: {} wrong replies, first {:?}",
+                result.bad, result.first_bad
+            ));
+        }
+        results.loads.push(LoadRow {
+            config: "ceiling".into(),
+            conns,
+            depth,
+            result: Some(result),
+            cpu,
+        });
+    }
+    for problem in ceiling.stop() {
+        results.notes.push(problem);
+    }
+    Ok(())
+}
+
+fn print_load(config: &str, conns: usize, depth: usize, r: &LoadResult, ceiling: Option<f64>) {
+    let share = ceiling.map_or(String::new(), |c| {
+        format!(", {:.0}% of the ceiling", 100.0 * r.rate() / c)
+    });
+    println!(
+        "{config} {conns}×{depth}: {:.0} replies/s, p50 {:.0} µs, p99 {:.0} µs{share}",
+        r.rate(),
+        r.quantile_ns(0.5) as f64 / 1e3,
+        r.quantile_ns(0.99) as f64 / 1e3
+    );
+}
+
+fn transport_name(t: TransportKind) -> &'static str {
+    match t {
+        TransportKind::Tcp => "tcp",
+        TransportKind::Quic => "quic",
+    }
+}
+
+/// `perf record` of some processes, if asked for.
+struct Perf(Option<Child>);
+
+impl Perf {
+    fn start(enabled: bool, pids: &[u32], path: &Path) -> Perf {
+        if !enabled {
+            return Perf(None);
+        }
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let child = Command::new("perf")
+            .args(["record", "-q", "-F", "999", "-g", "-o"])
+            .arg(path)
+            .args(["-p", &list.join(",")])
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        match child {
+            Ok(c) => {
+                // perf needs a moment to attach before the load starts.
+                std::thread::sleep(Duration::from_millis(300));
+                Perf(Some(c))
+            }
+            Err(e) => {
+                eprintln!("warning: perf record: {e}");
+                Perf(None)
+            }
+        }
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn herd_stage(
+    rt: &Runtime,
+    bin: &Path,
+    tmp: &Path,
+    transport: TransportKind,
+    args: &BenchArgs,
+    out: &Path,
+    params: &Params,
+    results: &mut Results,
+) -> Result<()> {
+    let name = transport_name(transport);
+    println!("\n== herd on {name}");
+    let (config_path, config) = bench_procs::write_config(&tmp.join(name), transport)?;
+    let mut herd = Herd::start(bin, &config_path, &config)?;
+    let nodes: Vec<(String, SocketAddr)> = herd
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.client))
+        .collect();
+    let entry = herd.node(ENTRY).client;
+    let pids: Vec<u32> = herd.nodes.iter().map(|n| n.child.id()).collect();
+
+    block(
+        rt,
+        wait_ready(nodes.clone(), Instant::now() + Duration::from_secs(30)),
+    )
+    .context("waiting for the herd to connect")?;
+    wait_links(&herd, results, name);
+
+    let reading = |h: &Herd| {
+        let mut r = h.cpu();
+        r.push(("load generator".to_string(), own_cpu()));
+        r
+    };
+    let mut row = HerdRow {
+        config: name.to_string(),
+        ..HerdRow::default()
+    };
+    let outcome = (|| -> Result<()> {
+        for (conns, depth) in LOADS {
+            let spec = LoadSpec {
+                addr: entry,
+                server: ENTRY.to_string(),
+                conns,
+                depth,
+                warmup: params.warmup,
+                measure: params.measure,
+                tag: format!("{name}-{conns}x{depth}"),
+            };
+            let perf = Perf::start(
+                args.perf && depth == 1,
+                &pids,
+                &out.join(format!("perf-{name}-{conns}x{depth}.data")),
+            );
+            let before = reading(&herd);
+            let t = Instant::now();
+            let result = block(rt, loadgen::closed_loop(spec));
+            let cpu = cores(&before, &reading(&herd), t.elapsed());
+            drop(perf);
+            let result = result.with_context(|| format!("{conns}×{depth} load"))?;
+            print_load(
+                name,
+                conns,
+                depth,
+                &result,
+                results.ceiling_rate(conns, depth),
+            );
+            if result.bad > 0 {
+                results.failures.push(format!(
+                    "{name} {conns}×{depth}: {} wrong replies, first {:?}",
+                    result.bad, result.first_bad
+                ));
+            }
+            results.loads.push(LoadRow {
+                config: name.to_string(),
+                conns,
+                depth,
+                result: Some(result),
+                cpu,
+            });
+            herd.check_alive()?;
+        }
+
+        let perf = Perf::start(
+            args.perf,
+            &pids,
+            &out.join(format!("perf-{name}-burst.data")),
+        );
+        let before = reading(&herd);
+        let t = Instant::now();
+        let burst = block(
+            rt,
+            propagate(
+                nodes.clone(),
+                entry,
+                format!("{name}-burst"),
+                params.burst,
+                params.samples,
+                Duration::from_secs(60),
+            ),
+        );
+        let cpu = cores(&before, &reading(&herd), t.elapsed());
+        drop(perf);
+        let mut burst = burst.context("burst")?;
+        burst.cpu = cpu;
+        report_propagation(name, "burst", &burst, results);
+        row.burst = Some(burst);
+        herd.check_alive()?;
+
+        let before = reading(&herd);
+        let t = Instant::now();
+        let limit = Duration::from_secs(60 + params.clients / 2_000);
+        let stored = block(
+            rt,
+            propagate(
+                nodes.clone(),
+                entry,
+                format!("{name}-client"),
+                params.clients,
+                params.samples,
+                limit,
+            ),
+        );
+        let cpu = cores(&before, &reading(&herd), t.elapsed());
+        let mut stored = stored.context("storing clients")?;
+        stored.cpu = cpu;
+        report_propagation(name, "clients", &stored, results);
+        row.clients = Some(stored);
+        herd.check_alive()?;
+        for node in &herd.nodes {
+            row.rss
+                .push((node.name.clone(), bench_procs::rss_bytes(node.child.id())?));
+        }
+        let rss: Vec<String> = row
+            .rss
+            .iter()
+            .map(|(n, b)| format!("{n} {:.0} MB", *b as f64 / 1e6))
+            .collect();
+        println!(
+            "{name}: resident memory with {} clients: {}",
+            params.clients,
+            rss.join(", ")
+        );
+        Ok(())
+    })();
+    row.cuts = herd.count_in_logs("fell too far behind");
+    if row.cuts > 0 {
+        results.notes.push(format!(
+            "{name}: {} link(s) were cut as too far behind during the run (repaired by catch-up)",
+            row.cuts
+        ));
+    }
+    for problem in herd.stop() {
+        results.notes.push(format!("{name}: {problem}"));
+    }
+    results.herds.push(row);
+    outcome
+}
+
+/// Notes how a propagation went, and records anything lost as a failure.
+fn report_propagation(config: &str, what: &str, p: &Propagation, results: &mut Results) {
+    println!(
+        "{config} {what}: {} updates acknowledged by {ENTRY} in {:.0} ms, visible on every node after {:.0} ms ({:.0} updates/s); {} lost of {} checks",
+        p.total,
+        p.acked.as_secs_f64() * 1e3,
+        p.visible.as_secs_f64() * 1e3,
+        p.rate(),
+        p.lost(),
+        p.verified.iter().map(|(_, v)| v.checked).sum::<usize>()
+    );
+    if p.bad > 0 {
+        results.failures.push(format!(
+            "{config} {what}: {} IAMATs not answered with their own AT line; first {:?}",
+            p.bad, p.first_bad
+        ));
+    }
+    for (node, v) in &p.verified {
+        if !v.missing.is_empty() || !v.wrong.is_empty() {
+            results.failures.push(format!(
+                "{config} {what}: {node} lacks {} and holds a different line for {} of {} sampled updates (e.g. {:?})",
+                v.missing.len(),
+                v.wrong.len(),
+                v.checked,
+                v.missing.iter().chain(&v.wrong).take(5).collect::<Vec<_>>()
+            ));
+        }
+    }
+}
+
+/// Every node answers, and a probe sent to each is visible on all.
+async fn wait_ready(nodes: Vec<(String, SocketAddr)>, deadline: Instant) -> Result<()> {
+    let mut probes = Vec::new();
+    for (name, addr) in &nodes {
+        let mut conn = Conn::connect(*addr).await?;
+        let id = format!("probe-{name}").into_bytes();
+        let line = conn.iamat(&id).await?;
+        if !line.starts_with(format!("AT {name} ").as_bytes()) {
+            bail!(
+                "{name} answered a probe with {:?}",
+                line.escape_ascii().to_string()
+            );
+        }
+        probes.push((id, line));
+    }
+    for (name, addr) in &nodes {
+        let mut conn = Conn::connect(*addr).await?;
+        let ids: Vec<&[u8]> = probes.iter().map(|(id, _)| id.as_slice()).collect();
+        loop {
+            let lines = conn.whatsat_many(&ids).await?;
+            let missing = probes
+                .iter()
+                .zip(&lines)
+                .filter(|((_, want), got)| got.as_deref() != Some(want.as_slice()))
+                .count();
+            if missing == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{name} still lacks {missing} of the probes");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Waits (briefly) until the logs show every link up; only a note if not.
+fn wait_links(herd: &Herd, results: &mut Results, name: &str) {
+    let links: usize = bench_procs::TOPOLOGY.iter().map(|(_, n)| n.len()).sum();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = herd.count_in_logs("link up");
+        if up >= links {
+            return;
+        }
+        if Instant::now() > deadline || interrupted() {
+            results.notes.push(format!(
+                "{name}: the logs showed {up} of {links} link ends up before the loads began"
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small deterministic-enough generator for picking samples.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Sends `total` distinct updates to `entry`, waits until each connection's
+/// last is visible on every other node, then checks a random sample (and
+/// every connection's last update) on every node.
+async fn propagate(
+    nodes: Vec<(String, SocketAddr)>,
+    entry: SocketAddr,
+    tag: String,
+    total: u64,
+    samples: usize,
+    limit: Duration,
+) -> Result<Propagation> {
+    let deadline = Instant::now() + limit;
+    let mut spec = UpdateSpec {
+        addr: entry,
+        server: ENTRY.to_string(),
+        conns: BURST_CONNS,
+        window: BURST_WINDOW,
+        total,
+        tag: tag.clone(),
+        keep: Vec::new(),
+        deadline,
+    };
+    let mut rng = SplitMix(loadgen::now_ns());
+    let want = samples.min(total as usize);
+    let mut keep = BTreeSet::new();
+    for _ in 0..want * 100 {
+        if keep.len() == want {
+            break;
+        }
+        keep.insert(rng.next() % total);
+    }
+    keep.extend((0..BURST_CONNS).map(|k| spec.range(k).end - 1));
+    spec.keep = keep.into_iter().collect();
+    let kept_wanted = spec.keep.len();
+
+    let (acks, _) = broadcast::channel(BURST_CONNS * 2);
+    let mut watchers = JoinSet::new();
+    for (name, addr) in nodes.iter().filter(|(_, a)| *a != entry) {
+        let rx = acks.subscribe();
+        let (name, addr, tag) = (name.clone(), *addr, tag.clone());
+        watchers.spawn(async move {
+            loadgen::wait_visible(addr, tag, BURST_CONNS, rx, POLL, deadline)
+                .await
+                .with_context(|| format!("watching {name}"))
+        });
+    }
+    let start = Instant::now();
+    let sent = loadgen::send_updates(spec, acks).await;
+    let acked_at = Instant::now();
+    let sent = match sent {
+        Ok(s) => s,
+        Err(e) => {
+            watchers.abort_all();
+            return Err(e);
+        }
+    };
+    let mut visible_at = acked_at;
+    while let Some(joined) = watchers.join_next().await {
+        let seen = joined.map_err(anyhow::Error::from).and_then(|r| r)?;
+        visible_at = visible_at.max(seen);
+    }
+    let started = sent.started.unwrap_or(start);
+
+    let mut checks = JoinSet::new();
+    let sample = Arc::new(sent.kept);
+    for (name, addr) in &nodes {
+        let (name, addr, tag, sample) = (name.clone(), *addr, tag.clone(), sample.clone());
+        checks.spawn(async move {
+            let v = loadgen::verify(addr, &tag, &sample)
+                .await
+                .with_context(|| format!("checking the sample on {name}"))?;
+            Ok::<_, anyhow::Error>((name, v))
+        });
+    }
+    let mut verified = Vec::new();
+    while let Some(joined) = checks.join_next().await {
+        verified.push(joined.map_err(anyhow::Error::from).and_then(|r| r)?);
+    }
+    verified.sort_by(|a, b| a.0.cmp(&b.0));
+    if sample.len() != kept_wanted {
+        return Err(anyhow!(
+            "only {} of the {kept_wanted} sampled replies were kept",
+            sample.len()
+        ));
+    }
+    Ok(Propagation {
+        total,
+        acked: acked_at.duration_since(started),
+        visible: visible_at.duration_since(started),
+        bad: sent.bad,
+        first_bad: sent.first_bad,
+        verified,
+        cpu: Vec::new(),
+    })
+}
