@@ -59,7 +59,19 @@ struct RawConfig {
     #[serde(default)]
     peer: PeerSettings,
     #[serde(default)]
+    runtime: Runtime,
+    #[serde(default)]
     nodes: BTreeMap<String, NodeConfig>,
+}
+
+/// How a node's async runtime is built.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads; 0 means one per core. A node alone on a host wants
+    /// every core; several nodes sharing a few cores do better with one
+    /// each (fewer threads waking each other).
+    pub workers: usize,
 }
 
 fn default_transport() -> TransportKind {
@@ -249,6 +261,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub limits: Limits,
     pub peer: PeerSettings,
+    pub runtime: Runtime,
     pub nodes: BTreeMap<String, NodeConfig>,
 }
 
@@ -454,6 +467,7 @@ impl Config {
             log_format: raw.log.format,
             limits: raw.limits,
             peer: raw.peer,
+            runtime: raw.runtime,
             nodes: raw.nodes,
         })
     }
@@ -634,6 +648,15 @@ neighbours = ["A"]
             p.iter().any(|l| l.contains("nodes.B_b: a node name")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn runtime_workers_default_to_one_per_core() {
+        assert_eq!(load(GOOD).unwrap().runtime.workers, 0);
+        let c = load(&format!("{GOOD}\n[runtime]\nworkers = 1\n")).unwrap();
+        assert_eq!(c.runtime.workers, 1);
+        let p = problems(&format!("{GOOD}\n[runtime]\nthreads = 1\n"));
+        assert!(p[0].contains("threads"), "{p:?}");
     }
 
     #[test]

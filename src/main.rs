@@ -93,7 +93,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match run(config, node) {
+            let runtime = match config.runtime.workers {
+                0 => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build(),
+            };
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config, node)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -105,7 +121,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[tokio::main]
 async fn run(config: Config, node: String) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Signals first: a SIGTERM during start-up must stop the node cleanly,
