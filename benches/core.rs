@@ -3,6 +3,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use herd::flood::{Head, Hub};
@@ -73,7 +74,7 @@ fn storing(c: &mut Criterion) {
         store.offer(report(client, 1));
     }
     let mut n = 1;
-    c.bench_function("Store::offer win (100k clients)", |b| {
+    c.bench_function("Store::offer newer, known client (100k clients)", |b| {
         b.iter_batched(
             || {
                 n += 1;
@@ -84,8 +85,44 @@ fn storing(c: &mut Criterion) {
         )
     });
     let stale = report(&clients[7], 0);
-    c.bench_function("Store::offer stale (100k clients)", |b| {
+    c.bench_function("Store::offer stale, known client (100k clients)", |b| {
         b.iter(|| store.offer(stale.clone()))
+    });
+    // A miss: a client the store has never seen, inserted into a table of
+    // 100k to 200k clients (rebuilt, untimed, whenever it reaches 200k).
+    let fresh = || {
+        let mut store = Store::new();
+        for client in &clients {
+            store.offer(report(client, 1));
+        }
+        store
+    };
+    let mut growing = fresh();
+    let mut new_clients = 0u64;
+    c.bench_function("Store::offer new client (100k-200k clients)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                if growing.len() >= 2 * clients.len() {
+                    growing = fresh();
+                }
+                let n = left.min((2 * clients.len() - growing.len()) as u64);
+                let batch: Vec<_> = (0..n)
+                    .map(|_| {
+                        new_clients += 1;
+                        report(&format!("new-{new_clients}"), 1)
+                    })
+                    .collect();
+                let start = Instant::now();
+                for r in batch {
+                    black_box(growing.offer(r));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
     });
     c.bench_function("Store::get (100k clients)", |b| {
         b.iter(|| store.get(black_box(b"client-99999")).is_some())

@@ -65,13 +65,22 @@ pub struct BenchArgs {
     /// Where results go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Worker threads per node (`[runtime] workers`) [default: the node's
+    /// default, one per core]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Keep the temporary directory (configs, certificates, node logs)
     #[arg(long)]
     pub keep: bool,
     /// Record `perf record -g` profiles of the herd's nodes during the 50×1
-    /// load and the burst (into the output directory)
+    /// load and the burst, and `perf stat` counts of syscalls per node during
+    /// the 50×1 load (into the output directory)
     #[arg(long)]
     pub perf: bool,
+    /// Use this `herd` binary instead of building the workspace's (to
+    /// compare a candidate build)
+    #[arg(long, value_name = "PATH")]
+    pub herd_bin: Option<PathBuf>,
     /// Internal: run the ceiling server (the benchmark starts it)
     #[arg(long, hide = true)]
     pub serve_ceiling: bool,
@@ -166,6 +175,8 @@ pub struct Propagation {
     pub first_bad: Option<String>,
     /// What the sample check found, per node.
     pub verified: Vec<(String, Verified)>,
+    /// CPU used from the first write until the updates were visible, in
+    /// cores, per process.
     pub cpu: Vec<(String, f64)>,
 }
 
@@ -192,6 +203,11 @@ pub struct HerdRow {
     pub clients: Option<Propagation>,
     /// VmRSS per node after `clients` were stored everywhere.
     pub rss: Vec<(String, u64)>,
+    /// VmRSS per node once the herd was up, before any load.
+    pub rss_start: Vec<(String, u64)>,
+    /// Distinct clients every node holds when `rss` is read: the stored
+    /// clients, the burst, the loads' client IDs and the start-up probes.
+    pub stored: u64,
     /// Links cut as too slow during the run (from the nodes' logs).
     pub cuts: usize,
 }
@@ -279,6 +295,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.serve_ceiling {
         return crate::bench_ceiling::serve();
     }
+    install_signals()?;
     let root = crate::workspace_root();
     let target = target_dir(&root);
     let rebuilt = std::env::var_os(REEXEC_ENV).is_some();
@@ -287,6 +304,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // the benchmark from a release build of this very task.
         println!("building herd and xtask (release)...");
         build(&root, true)?;
+        if interrupted() {
+            bail!("interrupted");
+        }
         let exe = target.join("release").join("xtask");
         let err = Command::new(&exe)
             .args(std::env::args_os().skip(1))
@@ -294,13 +314,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .exec();
         bail!("running {}: {err}", exe.display());
     }
-    if !rebuilt {
+    if !rebuilt && args.herd_bin.is_none() {
         println!("building herd (release)...");
         build(&root, false)?;
     }
-    let herd_bin = target.join("release").join("herd");
+    let herd_bin = args
+        .herd_bin
+        .clone()
+        .unwrap_or_else(|| target.join("release").join("herd"));
+    if interrupted() {
+        bail!("interrupted");
+    }
     let exe = std::env::current_exe().context("finding the xtask executable")?;
-    install_signals()?;
 
     let params = Params::from_args(&args);
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
@@ -318,6 +343,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
         params: Some(params.clone()),
         ..Results::default()
     };
+    if let Some(bin) = &args.herd_bin {
+        results.notes.push(format!(
+            "herd binary: {} (not the workspace's build)",
+            bin.display()
+        ));
+    }
+    if let Some(n) = args.workers {
+        results
+            .notes
+            .push(format!("nodes ran with [runtime] workers = {n}"));
+    }
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let avg: Vec<&str> = load.split_whitespace().take(3).collect();
+        results.notes.push(format!(
+            "load average when the run began: {}",
+            avg.join(" ")
+        ));
+    }
     let started = Instant::now();
     println!(
         "bench{}: {:.1} s per load after {:.1} s warm-up, a {}-update burst, {} clients; {} cores",
@@ -404,26 +447,49 @@ fn own_cpu() -> f64 {
     bench_procs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
-/// Cores used between two CPU readings taken `wall` apart.
+/// The name of the reading of the whole machine's busy time.
+const MACHINE: &str = "machine";
+/// What the machine spent on processes outside the benchmark.
+pub const OTHER: &str = "other processes";
+
+/// Cores used between two CPU readings taken `wall` apart; the machine's
+/// reading becomes what processes outside the benchmark used.
 fn cores(before: &[(String, f64)], after: &[(String, f64)], wall: Duration) -> Vec<(String, f64)> {
-    before
+    let secs = wall.as_secs_f64().max(1e-9);
+    let mut out: Vec<(String, f64)> = before
         .iter()
         .zip(after)
-        .map(|((name, b), (_, a))| (name.clone(), (a - b) / wall.as_secs_f64().max(1e-9)))
-        .collect()
+        .map(|((name, b), (_, a))| (name.clone(), (a - b) / secs))
+        .collect();
+    if let Some(i) = out.iter().position(|(n, _)| n == MACHINE) {
+        let (_, machine) = out.remove(i);
+        let ours: f64 = out.iter().map(|(_, c)| c).sum();
+        out.push((OTHER.to_string(), (machine - ours).max(0.0)));
+    }
+    out
+}
+
+/// Readings of the machine and of the benchmark itself.
+fn common_readings() -> [(String, f64); 2] {
+    [
+        ("load generator".to_string(), own_cpu()),
+        (
+            MACHINE.to_string(),
+            bench_procs::machine_busy_seconds().unwrap_or(0.0),
+        ),
+    ]
 }
 
 fn ceiling_stage(rt: &Runtime, exe: &Path, params: &Params, results: &mut Results) -> Result<()> {
     println!("\n== ceiling (a line server that only answers)");
     let mut ceiling = Ceiling::start(exe)?;
     let reading = |c: &Ceiling| {
-        vec![
-            (
-                ENTRY.to_string(),
-                bench_procs::cpu_seconds(c.pid()).unwrap_or(0.0),
-            ),
-            ("load generator".to_string(), own_cpu()),
-        ]
+        let mut r = vec![(
+            ENTRY.to_string(),
+            bench_procs::cpu_seconds(c.pid()).unwrap_or(0.0),
+        )];
+        r.extend(common_readings());
+        r
     };
     for (conns, depth) in LOADS {
         let spec = LoadSpec {
@@ -480,44 +546,72 @@ fn transport_name(t: TransportKind) -> &'static str {
     }
 }
 
-/// `perf record` of some processes, if asked for.
-struct Perf(Option<Child>);
+/// Events `perf stat` counts per node: where the syscalls go.
+const PERF_STAT_EVENTS: &str = "task-clock,context-switches,\
+    syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,\
+    syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmsg,\
+    syscalls:sys_enter_sendmmsg,syscalls:sys_enter_recvmmsg,\
+    syscalls:sys_enter_write,syscalls:sys_enter_writev,\
+    syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,\
+    syscalls:sys_enter_sched_yield";
+
+/// `perf record` (and `perf stat`) of some processes, if asked for; stopped
+/// with SIGINT when dropped.
+struct Perf(Vec<Child>);
 
 impl Perf {
-    fn start(enabled: bool, pids: &[u32], path: &Path) -> Perf {
+    /// `record`: one profile of all `nodes` into `path`; `stat`: counts
+    /// per node into `<stat>-<node>.txt`.
+    fn start(enabled: bool, nodes: &[(String, u32)], record: &Path, stat: Option<&Path>) -> Perf {
+        let mut children = Vec::new();
         if !enabled {
-            return Perf(None);
+            return Perf(children);
         }
-        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let child = Command::new("perf")
-            .args(["record", "-q", "-F", "999", "-g", "-o"])
-            .arg(path)
-            .args(["-p", &list.join(",")])
-            .stdout(std::process::Stdio::null())
-            .process_group(0)
-            .spawn();
-        match child {
-            Ok(c) => {
-                // perf needs a moment to attach before the load starts.
-                std::thread::sleep(Duration::from_millis(300));
-                Perf(Some(c))
-            }
-            Err(e) => {
-                eprintln!("warning: perf record: {e}");
-                Perf(None)
+        let list: Vec<String> = nodes.iter().map(|(_, p)| p.to_string()).collect();
+        let mut cmd = Command::new("perf");
+        cmd.args(["record", "-q", "-F", "999", "-g", "-o"])
+            .arg(record)
+            .args(["-p", &list.join(",")]);
+        let mut commands = vec![cmd];
+        if let Some(stat) = stat {
+            for (name, pid) in nodes {
+                let mut cmd = Command::new("perf");
+                let mut file = stat.as_os_str().to_owned();
+                file.push(format!("-{name}.txt"));
+                cmd.args(["stat", "-e", PERF_STAT_EVENTS, "-o"])
+                    .arg(file)
+                    .args(["-p", &pid.to_string()]);
+                commands.push(cmd);
             }
         }
+        for mut cmd in commands {
+            match cmd
+                .stdout(std::process::Stdio::null())
+                .process_group(0)
+                .spawn()
+            {
+                Ok(c) => children.push(c),
+                Err(e) => eprintln!("warning: perf: {e}"),
+            }
+        }
+        if !children.is_empty() {
+            // perf needs a moment to attach before the load starts.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Perf(children)
     }
 }
 
 impl Drop for Perf {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        for child in &self.0 {
             // SAFETY: kill(2) on a pid we spawned and have not reaped.
             unsafe {
                 libc::kill(child.id() as libc::pid_t, libc::SIGINT);
             }
-            let deadline = Instant::now() + Duration::from_secs(60);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for child in &mut self.0 {
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -540,7 +634,8 @@ fn herd_stage(
 ) -> Result<()> {
     let name = transport_name(transport);
     println!("\n== herd on {name}");
-    let (config_path, config) = bench_procs::write_config(&tmp.join(name), transport)?;
+    let (config_path, config) =
+        bench_procs::write_config(&tmp.join(name), transport, args.workers)?;
     let mut herd = Herd::start(bin, &config_path, &config)?;
     let nodes: Vec<(String, SocketAddr)> = herd
         .nodes
@@ -548,7 +643,22 @@ fn herd_stage(
         .map(|n| (n.name.clone(), n.client))
         .collect();
     let entry = herd.node(ENTRY).client;
-    let pids: Vec<u32> = herd.nodes.iter().map(|n| n.child.id()).collect();
+    let pids: Vec<(String, u32)> = herd
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.child.id()))
+        .collect();
+    let cpu_now = {
+        let pids = pids.clone();
+        move || {
+            let mut r: Vec<(String, f64)> = pids
+                .iter()
+                .map(|(n, p)| (n.clone(), bench_procs::cpu_seconds(*p).unwrap_or(0.0)))
+                .collect();
+            r.extend(common_readings());
+            r
+        }
+    };
 
     block(
         rt,
@@ -557,15 +667,14 @@ fn herd_stage(
     .context("waiting for the herd to connect")?;
     wait_links(&herd, results, name);
 
-    let reading = |h: &Herd| {
-        let mut r = h.cpu();
-        r.push(("load generator".to_string(), own_cpu()));
-        r
-    };
     let mut row = HerdRow {
         config: name.to_string(),
         ..HerdRow::default()
     };
+    for node in &herd.nodes {
+        row.rss_start
+            .push((node.name.clone(), bench_procs::rss_bytes(node.child.id())?));
+    }
     let outcome = (|| -> Result<()> {
         for (conns, depth) in LOADS {
             let spec = LoadSpec {
@@ -581,11 +690,12 @@ fn herd_stage(
                 args.perf && depth == 1,
                 &pids,
                 &out.join(format!("perf-{name}-{conns}x{depth}.data")),
+                Some(&out.join(format!("perf-stat-{name}-{conns}x{depth}"))),
             );
-            let before = reading(&herd);
+            let before = cpu_now();
             let t = Instant::now();
             let result = block(rt, loadgen::closed_loop(spec));
-            let cpu = cores(&before, &reading(&herd), t.elapsed());
+            let cpu = cores(&before, &cpu_now(), t.elapsed());
             drop(perf);
             let result = result.with_context(|| format!("{conns}×{depth} load"))?;
             print_load(
@@ -615,9 +725,8 @@ fn herd_stage(
             args.perf,
             &pids,
             &out.join(format!("perf-{name}-burst.data")),
+            None,
         );
-        let before = reading(&herd);
-        let t = Instant::now();
         let burst = block(
             rt,
             propagate(
@@ -627,18 +736,15 @@ fn herd_stage(
                 params.burst,
                 params.samples,
                 Duration::from_secs(60),
+                &cpu_now,
             ),
         );
-        let cpu = cores(&before, &reading(&herd), t.elapsed());
         drop(perf);
-        let mut burst = burst.context("burst")?;
-        burst.cpu = cpu;
+        let burst = burst.context("burst")?;
         report_propagation(name, "burst", &burst, results);
         row.burst = Some(burst);
         herd.check_alive()?;
 
-        let before = reading(&herd);
-        let t = Instant::now();
         let limit = Duration::from_secs(60 + params.clients / 2_000);
         let stored = block(
             rt,
@@ -649,11 +755,10 @@ fn herd_stage(
                 params.clients,
                 params.samples,
                 limit,
+                &cpu_now,
             ),
         );
-        let cpu = cores(&before, &reading(&herd), t.elapsed());
-        let mut stored = stored.context("storing clients")?;
-        stored.cpu = cpu;
+        let stored = stored.context("storing clients")?;
         report_propagation(name, "clients", &stored, results);
         row.clients = Some(stored);
         herd.check_alive()?;
@@ -661,6 +766,11 @@ fn herd_stage(
             row.rss
                 .push((node.name.clone(), bench_procs::rss_bytes(node.child.id())?));
         }
+        let load_ids: usize = LOADS
+            .iter()
+            .map(|(conns, _)| conns * loadgen::IDS_PER_CONN)
+            .sum();
+        row.stored = params.clients + params.burst + load_ids as u64 + nodes.len() as u64;
         let rss: Vec<String> = row
             .rss
             .iter()
@@ -796,6 +906,7 @@ async fn propagate(
     total: u64,
     samples: usize,
     limit: Duration,
+    cpu_now: &(dyn Fn() -> Vec<(String, f64)> + Sync),
 ) -> Result<Propagation> {
     let deadline = Instant::now() + limit;
     let mut spec = UpdateSpec {
@@ -832,6 +943,7 @@ async fn propagate(
                 .with_context(|| format!("watching {name}"))
         });
     }
+    let cpu_before = cpu_now();
     let start = Instant::now();
     let sent = loadgen::send_updates(spec, acks).await;
     let acked_at = Instant::now();
@@ -848,6 +960,7 @@ async fn propagate(
         visible_at = visible_at.max(seen);
     }
     let started = sent.started.unwrap_or(start);
+    let cpu = cores(&cpu_before, &cpu_now(), start.elapsed());
 
     let mut checks = JoinSet::new();
     let sample = Arc::new(sent.kept);
@@ -878,6 +991,6 @@ async fn propagate(
         bad: sent.bad,
         first_bad: sent.first_bad,
         verified,
-        cpu: Vec::new(),
+        cpu,
     })
 }

@@ -139,10 +139,14 @@ pub fn markdown(r: &Results) -> String {
     let names: Vec<&str> = TOPOLOGY.iter().map(|(n, _)| *n).collect();
     let _ = writeln!(
         md,
-        "\n| configuration | clients stored | {} | largest |",
+        "\n| configuration | clients stored | {} | largest | per client |",
         names.join(" | ")
     );
-    let _ = writeln!(md, "| --- | ---: |{} ---: |", " ---: |".repeat(names.len()));
+    let _ = writeln!(
+        md,
+        "| --- | ---: |{} ---: | ---: |",
+        " ---: |".repeat(names.len())
+    );
     for h in &r.herds {
         if h.rss.is_empty() {
             continue;
@@ -156,13 +160,46 @@ pub fn markdown(r: &Results) -> String {
                     .map_or("?".into(), |(_, b)| mb(*b))
             })
             .collect();
+        // Growth since start-up over the clients every node holds.
+        let growth: Vec<f64> = h
+            .rss
+            .iter()
+            .filter_map(|(n, b)| {
+                let start = h.rss_start.iter().find(|(m, _)| m == n)?.1;
+                Some(b.saturating_sub(start) as f64)
+            })
+            .collect();
+        let per_client = if growth.is_empty() || h.stored == 0 {
+            "?".to_string()
+        } else {
+            let mean = growth.iter().sum::<f64>() / growth.len() as f64;
+            format!("{:.0} B", mean / h.stored as f64)
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             h.config,
-            thousands(h.clients.as_ref().map_or(0, |c| c.total) as f64),
+            thousands(h.stored as f64),
             cells.join(" | "),
-            mb(h.rss.iter().map(|(_, b)| *b).max().unwrap_or(0))
+            mb(h.rss.iter().map(|(_, b)| *b).max().unwrap_or(0)),
+            per_client
+        );
+    }
+    let starts: Vec<String> = r
+        .herds
+        .iter()
+        .filter_map(|h| {
+            let max = h.rss_start.iter().map(|(_, b)| *b).max()?;
+            Some(format!("{} at most {} per node", h.config, mb(max)))
+        })
+        .collect();
+    if !starts.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nResident at start-up: {}. *Per client*: the mean growth since start-up over the \
+             clients stored (those sent for the memory figure, plus the burst's and the loads' \
+             client IDs).",
+            starts.join("; ")
         );
     }
 
@@ -293,6 +330,7 @@ pub fn markdown(r: &Results) -> String {
         "Campbell",
         "Bailey",
         "load generator",
+        crate::bench::OTHER,
     ];
     let _ = writeln!(md, "| configuration | stage | {} |", order.join(" | "));
     let _ = writeln!(md, "| --- | --- |{}", " ---: |".repeat(order.len()));
@@ -331,7 +369,12 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
-    md.push_str("\n(For the ceiling, its server's CPU is in the Clark column.)\n");
+    md.push_str(
+        "\n(Loads: over warm-up and measurement; bursts: from the first write until visible \
+         everywhere. For the ceiling, its server's CPU is in the Clark column. *Other processes*: what \
+         the machine spent outside the benchmark meanwhile; figures taken while it is high are \
+         disturbed.)\n",
+    );
 
     if !r.failures.is_empty() {
         md.push_str("\n## Failures\n\n");

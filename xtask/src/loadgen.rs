@@ -41,7 +41,7 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// Client IDs reused per connection in closed-loop loads, so the table
 /// stays small while every request still wins (its time is newer).
-const IDS_PER_CONN: usize = 64;
+pub const IDS_PER_CONN: usize = 64;
 
 /// Wall-clock nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
