@@ -81,23 +81,7 @@ async fn search(
         .header("X-Goog-FieldMask", FIELD_MASK)
         .header(CONTENT_TYPE, "application/json")
         .body(request_body(&query).to_string());
-    let response = http::send(request).await?;
-    let status = response.status();
-    if !status.is_success() {
-        // The status line alone decides the failure; the body only adds
-        // detail, so a body that cannot be read still gives an answer.
-        let body = http::read_body(response, max_body)
-            .await
-            .unwrap_or_default();
-        return Err(http_error(status, &body));
-    }
-    let body = http::read_body(response, max_body).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        PlacesError::new(
-            Status::UnknownError,
-            format!("places service sent a response that is not JSON: {e}"),
-        )
-    })?;
+    let value = http::fetch_json(request, max_body, http_error).await?;
     to_legacy(&value)
 }
 

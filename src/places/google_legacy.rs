@@ -63,21 +63,7 @@ async fn search(
     max_body: usize,
     bound: usize,
 ) -> Result<Value, PlacesError> {
-    let response = http::send(client.get(url)).await?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = http::read_body(response, max_body)
-            .await
-            .unwrap_or_default();
-        return Err(http_error(status, &body));
-    }
-    let body = http::read_body(response, max_body).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        PlacesError::new(
-            Status::UnknownError,
-            format!("places service sent a response that is not JSON: {e}"),
-        )
-    })?;
+    let value = http::fetch_json(client.get(url), max_body, http_error).await?;
     pass_through(value, bound, key)
 }
 

@@ -195,6 +195,30 @@ pub(super) fn excerpt(body: &[u8]) -> String {
     }
 }
 
+/// Sends `request` and decodes a JSON body of at most `max_body` bytes; a
+/// non-success status becomes `on_error(status, body)`.
+pub(super) async fn fetch_json(
+    request: RequestBuilder,
+    max_body: usize,
+    on_error: fn(reqwest::StatusCode, &[u8]) -> PlacesError,
+) -> Result<serde_json::Value, PlacesError> {
+    let response = send(request).await?;
+    let status = response.status();
+    if !status.is_success() {
+        // The status line alone decides the failure; the body only adds
+        // detail, so a body that cannot be read still gives an answer.
+        let body = read_body(response, max_body).await.unwrap_or_default();
+        return Err(on_error(status, &body));
+    }
+    let body = read_body(response, max_body).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        PlacesError::new(
+            Status::UnknownError,
+            format!("places service sent a response that is not JSON: {e}"),
+        )
+    })
+}
+
 /// What both Google backends hold: the shared client, the endpoint, the
 /// key and the body cap.
 pub(super) struct Upstream {
