@@ -2,12 +2,10 @@
 //! parsing an AT line, the newest-wins store and the flooding hub.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use herd::flood::{Head, Hub};
-use herd::location::Location;
 use herd::report::Report;
 use herd::request;
 use herd::store::Store;
@@ -15,21 +13,17 @@ use herd::timestamp::Timestamp;
 
 const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 
-fn report(client: &str, nanos: u32) -> Arc<Report> {
+fn report(client: &str, nanos: u32) -> Report {
     let time = Timestamp::new(1621464827, nanos).unwrap();
     let text = format!("1621464827.{nanos:09}");
-    Arc::new(Report::new(
+    Report::new(
         "Clark",
         Timestamp::new(1621464828, 0).unwrap(),
         client.as_bytes(),
         b"+34.068930-118.445127",
-        Location {
-            lat: 34.06893,
-            lon: -118.445127,
-        },
         text.as_bytes(),
         time,
-    ))
+    )
 }
 
 fn parsing(c: &mut Criterion) {
@@ -45,7 +39,6 @@ fn parsing(c: &mut Criterion) {
 }
 
 fn formatting(c: &mut Criterion) {
-    let location = Location::parse(b"+34.068930-118.445127").unwrap();
     let time = Timestamp::parse(b"1621464827.959498503").unwrap();
     let now = Timestamp::parse(b"1621464828.223371889").unwrap();
     c.bench_function("Report::new", |b| {
@@ -55,7 +48,6 @@ fn formatting(c: &mut Criterion) {
                 now,
                 b"kiwi.cs.ucla.edu",
                 b"+34.068930-118.445127",
-                location,
                 b"1621464827.959498503",
                 time,
             )

@@ -135,7 +135,7 @@ async fn answer(
         Parsed::Request(Request::IAmAt {
             client,
             location_text,
-            location,
+            location: _,
             time_text,
             time,
         }) => {
@@ -145,15 +145,7 @@ async fn answer(
                 metrics.invalid.inc();
                 Reply::Ready(invalid(body))
             } else {
-                let report = Arc::new(Report::new(
-                    &svc.node,
-                    now,
-                    client,
-                    location_text,
-                    location,
-                    time_text,
-                    time,
-                ));
+                let report = Report::new(&svc.node, now, client, location_text, time_text, time);
                 metrics.iamat.inc();
                 let stored = match svc.hub.publish(report.clone(), None) {
                     Offer::Won { .. } => report,

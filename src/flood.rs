@@ -39,7 +39,7 @@ use crate::store::{Offer, Seq, Store};
 /// None where the neighbour is the one it came from (it only needs to know
 /// that our sequence moved past it, so its head advances and a later
 /// catch-up does not send the change back).
-pub type Change = (Seq, Option<Arc<Report>>);
+pub type Change = (Seq, Option<Report>);
 
 /// How far this node has caught up with a neighbour's change sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,7 +125,7 @@ impl Hub {
 
     /// Offers a report received from a client (`from` None) or from the
     /// neighbour `from`, and floods it if it wins.
-    pub fn publish(&self, report: Arc<Report>, from: Option<&str>) -> Offer {
+    pub fn publish(&self, report: Report, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
         let offer = inner.store.offer(report.clone());
         if from.is_some() {
@@ -163,7 +163,7 @@ impl Hub {
     }
 
     /// The client's newest report known here.
-    pub fn lookup(&self, client: &[u8]) -> Option<Arc<Report>> {
+    pub fn lookup(&self, client: &[u8]) -> Option<Report> {
         self.lock().store.get(client).cloned()
     }
 
@@ -257,20 +257,18 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::location::Location;
     use crate::timestamp::Timestamp;
 
-    fn report(server: &str, client: &str, secs: u64) -> Arc<Report> {
+    fn report(server: &str, client: &str, secs: u64) -> Report {
         let text = secs.to_string();
-        Arc::new(Report::new(
+        Report::new(
             server,
             Timestamp::new(secs + 1, 0).unwrap(),
             client.as_bytes(),
             b"+1+1",
-            Location { lat: 1.0, lon: 1.0 },
             text.as_bytes(),
             Timestamp::new(secs, 0).unwrap(),
-        ))
+        )
     }
 
     /// The reports queued on a link (markers left out).

@@ -7,25 +7,34 @@
 //! exactly the line the receiving server made.
 
 use std::cmp::Ordering;
-use std::ops::Range;
+use std::fmt;
+
+use triomphe::ThinArc;
 
 use crate::location::Location;
-use crate::request::{fields, is_space};
+use crate::request::is_space;
 use crate::timestamp::{format_delta, parse_delta, Timestamp};
 
 /// One client's reported location, with the AT line that records it.
 ///
-/// Kept small: a node holds one per client (a million is ordinary), so the
-/// line is an exact-size box and the fields are offsets into it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Report {
-    line: Box<[u8]>,
-    /// The server name runs from byte 3 (after `AT `) for this many bytes.
-    server_len: u8,
+/// A node holds one per client (a million is ordinary) and shares it with
+/// every link that forwards it, so a report is one reference-counted
+/// allocation: a thin pointer to the count, a small header (the client
+/// time and where the fields are) and the line itself. Cloning is a count
+/// increment. The location is parsed from the line when it is asked for
+/// (only WHATSAT needs it).
+#[derive(Clone)]
+pub struct Report(ThinArc<Meta, u8>);
+
+/// What is kept parsed beside the line: 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    secs: u64,
+    nanos: u32,
     client_start: u32,
     client_len: u32,
-    location: Location,
-    time: Timestamp,
+    /// The server name runs from byte 3 (after `AT `) for this many bytes.
+    server_len: u8,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,115 +52,150 @@ pub enum BadReport {
 }
 
 impl Report {
-    /// Records an IAMAT received by `server` at `received`.
+    /// Records an IAMAT received by `server` at `received`. The texts are
+    /// the client's fields as [`crate::request::parse`] accepted them.
     pub fn new(
         server: &str,
         received: Timestamp,
         client: &[u8],
         location_text: &[u8],
-        location: Location,
         time_text: &[u8],
         time: Timestamp,
     ) -> Report {
         let delta = format_delta(received.nanos_since(time));
-        let mut line = Vec::with_capacity(
-            7 + server.len() + delta.len() + client.len() + location_text.len() + time_text.len(),
-        );
-        line.extend_from_slice(b"AT ");
-        line.extend_from_slice(server.as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(delta.as_bytes());
-        line.push(b' ');
-        let client_start = line.len();
-        line.extend_from_slice(client);
-        line.push(b' ');
-        line.extend_from_slice(location_text);
-        line.push(b' ');
-        line.extend_from_slice(time_text);
-        Report {
-            line: line.into_boxed_slice(),
-            server_len: server.len() as u8,
+        let parts: [&[u8]; 5] = [
+            server.as_bytes(),
+            delta.as_bytes(),
+            client,
+            location_text,
+            time_text,
+        ];
+        let len = 2 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let client_start = 3 + server.len() + 1 + delta.len() + 1;
+        let meta = Meta {
+            secs: time.secs(),
+            nanos: time.subsec_nanos(),
             client_start: client_start as u32,
             client_len: client.len() as u32,
-            location,
-            time,
+            server_len: server.len() as u8,
+        };
+        // Assembled on the stack (a line is short), then copied once into
+        // the report's own allocation.
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        buf[..2].copy_from_slice(b"AT");
+        let mut at = 2;
+        for part in parts {
+            buf[at] = b' ';
+            buf[at + 1..at + 1 + part.len()].copy_from_slice(part);
+            at += 1 + part.len();
         }
+        Report(ThinArc::from_header_and_slice(meta, buf))
     }
 
     /// Parses and checks an AT line made by another server (copying it).
     pub fn parse(line: impl AsRef<[u8]>) -> Result<Report, BadReport> {
         let line = line.as_ref();
-        let ranges: Vec<Range<usize>> = field_ranges(line).take(7).collect();
-        let [at, server, delta, client, location, time]: [Range<usize>; 6] =
-            ranges.try_into().map_err(|_| BadReport::Shape)?;
-        if &line[at] != b"AT" || server.start != 3 {
-            return Err(BadReport::Shape);
-        }
-        if !crate::config::is_node_name(&line[server.clone()]) {
-            return Err(BadReport::Server);
-        }
-        parse_delta(&line[delta]).ok_or(BadReport::Delta)?;
-        let location = Location::parse(&line[location]).ok_or(BadReport::Location)?;
-        let time_end = time.end;
-        let time = Timestamp::parse(&line[time]).ok_or(BadReport::Time)?;
         // Lines travel exactly as their server made them: six fields and
         // five single spaces, no other white space (an LF here would split
         // a client's WHATSAT reply).
-        let mut spaces = line.iter().filter(|&&b| is_space(b));
-        if line.len() != time_end || spaces.clone().count() != 5 || spaces.any(|&b| b != b' ') {
+        if line.iter().any(|&b| is_space(b) && b != b' ') {
             return Err(BadReport::Shape);
         }
-        Ok(Report {
-            line: line.into(),
-            server_len: server.len() as u8,
-            client_start: client.start as u32,
+        let mut fields = line.splitn(6, |&b| b == b' ');
+        let mut next = || fields.next().ok_or(BadReport::Shape);
+        let (at, server, delta, client, location, time) =
+            (next()?, next()?, next()?, next()?, next()?, next()?);
+        if at != b"AT" || client.is_empty() || time.contains(&b' ') {
+            return Err(BadReport::Shape);
+        }
+        if !crate::config::is_node_name(server) {
+            return Err(BadReport::Server);
+        }
+        parse_delta(delta).ok_or(BadReport::Delta)?;
+        Location::parse(location).ok_or(BadReport::Location)?;
+        let time = Timestamp::parse(time).ok_or(BadReport::Time)?;
+        let meta = Meta {
+            secs: time.secs(),
+            nanos: time.subsec_nanos(),
+            client_start: (client.as_ptr() as usize - line.as_ptr() as usize) as u32,
             client_len: client.len() as u32,
-            location,
-            time,
-        })
+            server_len: server.len() as u8,
+        };
+        Ok(Report(ThinArc::from_header_and_slice(meta, line)))
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.0.header.header
     }
 
     /// The AT line, without a line end.
     pub fn line(&self) -> &[u8] {
-        &self.line
+        &self.0.slice
     }
 
     /// The server that received the IAMAT.
     pub fn server(&self) -> &[u8] {
-        &self.line[3..3 + usize::from(self.server_len)]
+        &self.line()[3..3 + usize::from(self.meta().server_len)]
     }
 
     /// The client ID, as the client sent it.
     pub fn client(&self) -> &[u8] {
-        let start = self.client_start as usize;
-        &self.line[start..start + self.client_len as usize]
+        let meta = self.meta();
+        let start = meta.client_start as usize;
+        &self.line()[start..start + meta.client_len as usize]
     }
 
+    /// The client's location (the fifth field).
     pub fn location(&self) -> Location {
-        self.location
+        let meta = self.meta();
+        let after_client = (meta.client_start + meta.client_len) as usize + 1;
+        let rest = &self.line()[after_client..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        // Checked when the report was made or parsed.
+        Location::parse(&rest[..end]).unwrap_or(Location { lat: 0.0, lon: 0.0 })
     }
 
     /// The client's own time for this report.
     pub fn time(&self) -> Timestamp {
-        self.time
+        let meta = self.meta();
+        Timestamp::new(meta.secs, meta.nanos).unwrap_or_default()
     }
 
     /// Newest wins: the greater client time, and for equal times the
     /// greater line bytes (which begin with the server name), so every node
     /// settles on the same report whatever order reports arrive in.
     pub fn newness(&self, other: &Report) -> Ordering {
-        self.time
-            .cmp(&other.time)
-            .then_with(|| self.line.cmp(&other.line))
+        let (a, b) = (self.meta(), other.meta());
+        (a.secs, a.nanos)
+            .cmp(&(b.secs, b.nanos))
+            .then_with(|| self.line().cmp(other.line()))
+    }
+
+    /// Whether the two are the same report, not just equal ones.
+    pub fn ptr_eq(&self, other: &Report) -> bool {
+        self.0.ptr() == other.0.ptr()
     }
 }
 
-fn field_ranges(line: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let base = line.as_ptr() as usize;
-    fields(line).map(move |f| {
-        let start = f.as_ptr() as usize - base;
-        start..start + f.len()
-    })
+impl PartialEq for Report {
+    fn eq(&self, other: &Report) -> bool {
+        self.line() == other.line()
+    }
+}
+
+impl Eq for Report {}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Report({})", self.line().escape_ascii())
+    }
 }
 
 #[cfg(test)]
@@ -166,7 +210,6 @@ mod tests {
             received,
             b"kiwi.cs.ucla.edu",
             b"+34.068930-118.445127",
-            Location::parse(b"+34.068930-118.445127").unwrap(),
             time.as_bytes(),
             Timestamp::parse(time.as_bytes()).unwrap(),
         )
@@ -181,6 +224,43 @@ mod tests {
         );
         assert_eq!(r.server(), b"Clark");
         assert_eq!(r.client(), b"kiwi.cs.ucla.edu");
+        assert_eq!(
+            r.location(),
+            Location::parse(b"+34.068930-118.445127").unwrap()
+        );
+        assert_eq!(r.time(), Timestamp::new(1621464827, 959498503).unwrap());
+    }
+
+    #[test]
+    fn parse_finds_the_fields() {
+        let line = b"AT Bona-2 -1.000000001 k+j +1.5-2.25 7.5";
+        let r = Report::parse(&line[..]).unwrap();
+        assert_eq!(r.line(), line);
+        assert_eq!(r.server(), b"Bona-2");
+        assert_eq!(r.client(), b"k+j");
+        assert_eq!(
+            r.location(),
+            Location {
+                lat: 1.5,
+                lon: -2.25
+            }
+        );
+        assert_eq!(r.time(), Timestamp::new(7, 500_000_000).unwrap());
+    }
+
+    #[test]
+    fn long_lines_are_made_whole() {
+        let client = "c".repeat(1000);
+        let r = Report::new(
+            "Clark",
+            Timestamp::new(10, 0).unwrap(),
+            client.as_bytes(),
+            b"+1+1",
+            b"9",
+            Timestamp::new(9, 0).unwrap(),
+        );
+        assert_eq!(r.client(), client.as_bytes());
+        assert_eq!(Report::parse(r.line()), Ok(r));
     }
 
     #[test]
@@ -213,6 +293,10 @@ mod tests {
             b"AT Clark +0.263873386 kiwi\x0b+34-118 1",
             b"AT Clark +00.263873386 kiwi +34-118 1",
             b"AT Clark -0.000000000 kiwi +34-118 1",
+            b"AT Clark +0.263873386  +34-118 1",
+            b"AT Clark +0.263873386 kiwi +34-118 1 ",
+            b"AT Clark +0.263873386 kiwi +34-118",
+            b"",
         ] {
             assert!(Report::parse(bad).is_err(), "{}", bad.escape_ascii());
         }

@@ -7,11 +7,12 @@
 //! anti-entropy sends a neighbour that has seen everything up to a number,
 //! so its cost follows what changed, not the size of the table.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use crate::report::Report;
 
@@ -24,40 +25,18 @@ pub enum Offer {
     Won { seq: Seq },
     /// A report at least as new was already stored: this one changes
     /// nothing, and the stored one is the answer.
-    Lost(Arc<Report>),
+    Lost(Report),
 }
 
-/// A report as a map key: it hashes and compares as its client ID, so the
-/// table needs no separate copy of each ID.
-#[derive(Debug)]
-struct ByClient(Arc<Report>);
-
-impl Borrow<[u8]> for ByClient {
-    fn borrow(&self) -> &[u8] {
-        self.0.client()
-    }
-}
-
-impl Hash for ByClient {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash exactly as the borrowed form, [u8], does.
-        self.0.client().hash(state);
-    }
-}
-
-impl PartialEq for ByClient {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.client() == other.0.client()
-    }
-}
-
-impl Eq for ByClient {}
-
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Store {
-    /// Each client's current report, with its change number.
-    clients: HashMap<ByClient, Seq>,
-    changes: BTreeMap<Seq, Arc<Report>>,
+    /// Each client's current report, with its change number, found by the
+    /// report's own client ID (so the table keeps no separate copy of it).
+    /// The hasher is keyed at random per process: client IDs come from
+    /// anyone.
+    clients: HashTable<(Report, Seq)>,
+    hasher: DefaultHashBuilder,
+    changes: BTreeMap<Seq, Report>,
     head: Seq,
 }
 
@@ -67,24 +46,40 @@ impl Store {
     }
 
     /// Stores `report` if it is newer than the client's current report.
-    pub fn offer(&mut self, report: Arc<Report>) -> Offer {
-        if let Some((current, &old_seq)) = self.clients.get_key_value(report.client()) {
-            if report.newness(&current.0) != Ordering::Greater {
-                return Offer::Lost(current.0.clone());
+    /// One hash of the client ID and one probe, whatever the outcome.
+    pub fn offer(&mut self, report: Report) -> Offer {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(report.client());
+        let entry = self.clients.entry(
+            hash,
+            |(current, _)| current.client() == report.client(),
+            |(r, _)| hasher.hash_one(r.client()),
+        );
+        let seq = self.head + 1;
+        match entry {
+            Entry::Occupied(mut slot) => {
+                let (current, current_seq) = slot.get_mut();
+                if report.newness(current) != Ordering::Greater {
+                    return Offer::Lost(current.clone());
+                }
+                self.changes.remove(current_seq);
+                *current = report.clone();
+                *current_seq = seq;
             }
-            self.changes.remove(&old_seq);
-            // The key is the old report itself: replace it, not just the
-            // value.
-            self.clients.remove(report.client());
+            Entry::Vacant(slot) => {
+                slot.insert((report.clone(), seq));
+            }
         }
-        self.head += 1;
-        self.changes.insert(self.head, report.clone());
-        self.clients.insert(ByClient(report), self.head);
-        Offer::Won { seq: self.head }
+        self.head = seq;
+        self.changes.insert(seq, report);
+        Offer::Won { seq }
     }
 
-    pub fn get(&self, client: &[u8]) -> Option<&Arc<Report>> {
-        self.clients.get_key_value(client).map(|(key, _)| &key.0)
+    pub fn get(&self, client: &[u8]) -> Option<&Report> {
+        let hash = self.hasher.hash_one(client);
+        self.clients
+            .find(hash, |(r, _)| r.client() == client)
+            .map(|(r, _)| r)
     }
 
     /// The number of the latest change.
@@ -101,32 +96,39 @@ impl Store {
     }
 
     /// The current reports changed after `seq`, in change order.
-    pub fn changes_since(&self, seq: Seq) -> impl Iterator<Item = (Seq, &Arc<Report>)> {
+    pub fn changes_since(&self, seq: Seq) -> impl Iterator<Item = (Seq, &Report)> {
         self.changes
             .range(seq.saturating_add(1)..)
             .map(|(&seq, report)| (seq, report))
     }
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("clients", &self.clients.len())
+            .field("head", &self.head)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::location::Location;
     use crate::timestamp::Timestamp;
     use proptest::prelude::*;
 
-    pub(crate) fn report(server: &str, client: &str, secs: u64, nanos: u32) -> Arc<Report> {
+    pub(crate) fn report(server: &str, client: &str, secs: u64, nanos: u32) -> Report {
         let time = Timestamp::new(secs, nanos).unwrap();
         let text = format!("{secs}.{nanos:09}");
-        Arc::new(Report::new(
+        Report::new(
             server,
             Timestamp::new(2_000_000_000, 0).unwrap(),
             client.as_bytes(),
             b"+1+1",
-            Location { lat: 1.0, lon: 1.0 },
             text.as_bytes(),
             time,
-        ))
+        )
     }
 
     #[test]

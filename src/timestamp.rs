@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 
 /// A point in time since the Unix epoch, never negative.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
     secs: u64,
     nanos: u32,

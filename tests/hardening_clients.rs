@@ -681,7 +681,7 @@ async fn line_feed_from_a_peer() {
     let Ok(report) = Report::parse(bytes::Bytes::from(line.clone())) else {
         return herd.shutdown().await; // refused at the parser: the fix
     };
-    herd.hub("Bona").publish(Arc::new(report), None);
+    herd.hub("Bona").publish(report, None);
     let clark = herd.hub("Clark");
     let mut changes = clark.subscribe();
     let stored = tokio::time::timeout(Duration::from_secs(2), async {

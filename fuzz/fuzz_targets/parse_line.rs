@@ -63,12 +63,12 @@ fn check_request(line: &[u8]) {
                     received,
                     client,
                     location_text,
-                    location,
                     time_text,
                     time,
                 );
                 assert_eq!(report.client(), client);
                 assert_eq!(report.time(), time);
+                assert_eq!(report.location(), location);
                 let parsed = Report::parse(report.line());
                 assert_eq!(parsed.as_ref(), Ok(&report), "{:?}", report.line());
             }
@@ -121,7 +121,6 @@ fn check_report(line: &[u8]) {
         received,
         report.client(),
         parts[4],
-        report.location(),
         parts[5],
         report.time(),
     );

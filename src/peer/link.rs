@@ -1,7 +1,6 @@
 //! One live link: catch-up, then live updates one way and the peer's
 //! updates the other, with pings to notice a silent peer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -109,7 +108,7 @@ async fn receive(
                     // keep the whole frame it arrived in alive.
                     match Report::parse(&line) {
                         Ok(report) => {
-                            hub.publish(Arc::new(report), Some(peer));
+                            hub.publish(report, Some(peer));
                         }
                         Err(e) => return format!("protocol violation: bad update: {e}"),
                     }
