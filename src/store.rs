@@ -8,7 +8,6 @@
 //! so its cost follows what changed, not the size of the table.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use hashbrown::hash_table::{Entry, HashTable};
@@ -36,9 +35,18 @@ pub struct Store {
     /// anyone.
     clients: HashTable<(Report, Seq)>,
     hasher: DefaultHashBuilder,
-    changes: BTreeMap<Seq, Report>,
+    /// The change index: every winning report in change order, with its
+    /// number. A report that is superseded leaves a hole (None) behind,
+    /// found by binary search; holes are squeezed out once they outnumber
+    /// the reports, so the index costs 16 to 32 bytes per client and
+    /// amortised constant time per change.
+    changes: Vec<(Seq, Option<Report>)>,
+    holes: usize,
     head: Seq,
 }
+
+/// Holes are not squeezed out of a small index.
+const HOLES_KEPT: usize = 1024;
 
 impl Store {
     pub fn new() -> Store {
@@ -62,7 +70,11 @@ impl Store {
                 if report.newness(current) != Ordering::Greater {
                     return Offer::Lost(current.clone());
                 }
-                self.changes.remove(current_seq);
+                let old = self.changes.partition_point(|&(s, _)| s < *current_seq);
+                if let Some((_, hole)) = self.changes.get_mut(old) {
+                    *hole = None;
+                    self.holes += 1;
+                }
                 *current = report.clone();
                 *current_seq = seq;
             }
@@ -71,7 +83,14 @@ impl Store {
             }
         }
         self.head = seq;
-        self.changes.insert(seq, report);
+        self.changes.push((seq, Some(report)));
+        if self.holes > HOLES_KEPT && self.holes > self.clients.len() {
+            self.changes.retain(|(_, r)| r.is_some());
+            self.holes = 0;
+            if self.changes.capacity() > 4 * self.changes.len() {
+                self.changes.shrink_to(2 * self.changes.len());
+            }
+        }
         Offer::Won { seq }
     }
 
@@ -97,9 +116,10 @@ impl Store {
 
     /// The current reports changed after `seq`, in change order.
     pub fn changes_since(&self, seq: Seq) -> impl Iterator<Item = (Seq, &Report)> {
-        self.changes
-            .range(seq.saturating_add(1)..)
-            .map(|(&seq, report)| (seq, report))
+        let from = self.changes.partition_point(|&(s, _)| s <= seq);
+        self.changes[from..]
+            .iter()
+            .filter_map(|(seq, report)| Some((*seq, report.as_ref()?)))
     }
 }
 
@@ -179,6 +199,28 @@ mod tests {
         assert_eq!(store.head(), 4);
     }
 
+    #[test]
+    fn holes_are_squeezed_out_and_changes_stay_right() {
+        let mut store = Store::new();
+        // Ten clients updated many times: far more holes than reports.
+        for round in 0..1000u64 {
+            for c in 0..10 {
+                store.offer(report("Clark", &format!("c{c}"), round, 0));
+            }
+        }
+        assert!(
+            store.changes.len() <= 2 * HOLES_KEPT + 20,
+            "{}",
+            store.changes.len()
+        );
+        let all: Vec<Seq> = store.changes_since(0).map(|(s, _)| s).collect();
+        assert_eq!(all, (9991..=10_000).collect::<Vec<_>>());
+        assert_eq!(store.changes_since(9995).count(), 5);
+        for (seq, r) in store.changes_since(0) {
+            assert_eq!(r.time().secs(), 999, "seq {seq}");
+        }
+    }
+
     proptest! {
         /// Whatever order reports arrive in, the store ends with each
         /// client's newest, and its change index holds exactly the table.
@@ -200,6 +242,9 @@ mod tests {
                 prop_assert_eq!(backward.get(key.as_bytes()), newest);
             }
             prop_assert_eq!(forward.changes_since(0).count(), forward.len());
+            for (_, r) in forward.changes_since(0) {
+                prop_assert!(forward.get(r.client()).is_some_and(|c| c.ptr_eq(r)));
+            }
         }
     }
 }
