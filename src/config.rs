@@ -202,6 +202,12 @@ pub struct PeerSettings {
     pub queue: usize,
     /// Largest frame accepted from a peer, in bytes.
     pub max_frame: usize,
+    /// Under load, a link sends at most one frame of updates per this
+    /// interval, so each frame (one write, one wakeup at the peer) carries
+    /// many; a link that was quiet for this long sends at once. 0 sends
+    /// every batch at once.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
 }
 
 impl Default for PeerSettings {
@@ -214,6 +220,7 @@ impl Default for PeerSettings {
             backoff_max: Duration::from_secs(5),
             queue: 1 << 17,
             max_frame: 1 << 20,
+            batch_window: Duration::from_millis(1),
         }
     }
 }

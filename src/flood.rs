@@ -127,6 +127,36 @@ impl Hub {
     /// neighbour `from`, and floods it if it wins.
     pub fn publish(&self, report: Report, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
+        let mut behind = Vec::new();
+        let offer = self.offer(&mut inner, report, from, &mut behind);
+        self.settle(inner, behind, matches!(offer, Offer::Won { .. }));
+        offer
+    }
+
+    /// Offers reports from the neighbour `from`, in order, under one lock
+    /// and with one event for observers: what a frame of updates costs.
+    pub fn publish_all(&self, reports: impl IntoIterator<Item = Report>, from: &str) {
+        let mut inner = self.lock();
+        let mut behind = Vec::new();
+        let mut won = false;
+        for report in reports {
+            won |= matches!(
+                self.offer(&mut inner, report, Some(from), &mut behind),
+                Offer::Won { .. }
+            );
+        }
+        self.settle(inner, behind, won);
+    }
+
+    /// Offers one report with the lock held; links that could not take a
+    /// change are added to `behind`.
+    fn offer(
+        &self,
+        inner: &mut Inner,
+        report: Report,
+        from: Option<&str>,
+        behind: &mut Vec<String>,
+    ) -> Offer {
         let offer = inner.store.offer(report.clone());
         if from.is_some() {
             match offer {
@@ -135,7 +165,6 @@ impl Hub {
             };
         }
         if let Offer::Won { seq } = offer {
-            let mut behind = Vec::new();
             let mut forwarded = 0;
             for (name, link) in &inner.links {
                 if Some(name.as_str()) == from {
@@ -145,21 +174,30 @@ impl Hub {
                     continue;
                 }
                 forwarded += 1;
-                if link.queue.try_send((seq, Some(report.clone()))).is_err() {
+                if link.queue.try_send((seq, Some(report.clone()))).is_err()
+                    && !behind.contains(name)
+                {
                     behind.push(name.clone());
                 }
             }
             self.metrics.updates_forwarded.inc_by(forwarded);
-            for name in behind {
-                if let Some(link) = inner.links.remove(&name) {
-                    tracing::warn!(peer = %name, "link fell too far behind; cutting it (catch-up repairs it)");
-                    link.cut.cancel();
-                }
-            }
-            drop(inner);
-            self.bump();
         }
         offer
+    }
+
+    /// Cuts the links that fell behind, releases the lock and tells
+    /// observers if the table changed.
+    fn settle(&self, mut inner: MutexGuard<'_, Inner>, behind: Vec<String>, changed: bool) {
+        for name in behind {
+            if let Some(link) = inner.links.remove(&name) {
+                tracing::warn!(peer = %name, "link fell too far behind; cutting it (catch-up repairs it)");
+                link.cut.cancel();
+            }
+        }
+        drop(inner);
+        if changed {
+            self.bump();
+        }
     }
 
     /// The client's newest report known here.

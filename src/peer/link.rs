@@ -20,6 +20,9 @@ use crate::transport::Conn;
 /// Most updates in one frame (and so in one write).
 const BATCH: usize = 1024;
 
+/// Most updates offered to the store under one hold of its lock.
+const PUBLISH_CHUNK: usize = 64;
+
 /// How long a closing link waits for the peer to hear its goodbye.
 const GOODBYE: Duration = Duration::from_millis(500);
 
@@ -100,18 +103,21 @@ async fn receive(
         };
         match message {
             Message::Updates { head, lines } => {
-                for line in lines {
-                    // A big frame must not keep a node's other work (its
-                    // clients) waiting.
-                    tokio::task::consume_budget().await;
-                    // Parsing copies the line, so the stored report does not
-                    // keep the whole frame it arrived in alive.
-                    match Report::parse(&line) {
-                        Ok(report) => {
-                            hub.publish(report, Some(peer));
-                        }
+                // Parsing copies each line, so the stored report does not
+                // keep the whole frame it arrived in alive.
+                let mut reports = Vec::with_capacity(lines.len());
+                for line in &lines {
+                    match Report::parse(line) {
+                        Ok(report) => reports.push(report),
                         Err(e) => return format!("protocol violation: bad update: {e}"),
                     }
+                }
+                let mut reports = reports.into_iter();
+                while reports.len() > 0 {
+                    // A big frame must not keep a node's other work (its
+                    // clients) waiting, on the lock or on this thread.
+                    tokio::task::consume_budget().await;
+                    hub.publish_all(reports.by_ref().take(PUBLISH_CHUNK), peer);
                 }
                 hub.advance(peer, epoch, head);
             }
@@ -180,6 +186,9 @@ async fn transmit(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
     let mut frames = 0;
+    let window = settings.batch_window;
+    // When the last frame of updates went out.
+    let mut last_sent: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -201,9 +210,19 @@ async fn transmit(
                     return "queue closed".into();
                 }
                 if got < BATCH {
-                    // Let the tasks making updates run once more, so that
-                    // under load one frame and one write carry many.
-                    tokio::task::yield_now().await;
+                    // Under load (a frame went out less than a window ago),
+                    // gather until the window is over, so that one frame and
+                    // one write carry many updates; otherwise let the tasks
+                    // making updates run once more and send.
+                    match last_sent {
+                        Some(at) if at.elapsed() < window => {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(at + window) => {}
+                                _ = shutdown.cancelled() => {}
+                            }
+                        }
+                        _ => tokio::task::yield_now().await,
+                    }
                     while batch.len() < BATCH {
                         match live.try_recv() {
                             Ok(change) => batch.push(change),
@@ -217,6 +236,7 @@ async fn transmit(
                     batch.drain(..n);
                     frames += 1;
                 }
+                last_sent = Some(Instant::now());
             }
             Some(n) = pongs.recv() => {
                 frame::encode(&Message::Pong(n), &mut buf);
