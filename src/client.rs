@@ -7,6 +7,7 @@
 //! them is bounded, so a client that never reads stops being read instead of
 //! growing the node's memory.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Limits;
 use crate::flood::Hub;
+use crate::logging::{Direction, Traffic};
 use crate::places::{self, Places, Query};
 use crate::report::Report;
 use crate::request::{self, Parsed, Request};
@@ -41,22 +43,29 @@ enum Reply {
 }
 
 /// Serves one client until it closes, idles out, breaks a limit or the node
-/// shuts down (replies already owed are still written).
-pub async fn serve<S>(svc: Arc<ClientService>, stream: S, shutdown: CancellationToken)
-where
+/// shuts down (replies already owed are still written). `addr` is the
+/// client's, for the log.
+pub async fn serve<S>(
+    svc: Arc<ClientService>,
+    stream: S,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (reader, writer) = tokio::io::split(stream);
     let (replies, queue) = mpsc::channel(svc.limits.pipeline);
     let idle = svc.limits.idle_timeout;
+    let traffic = Traffic::new(&svc.node, addr);
     tokio::join!(
-        read_requests(&svc, reader, replies, shutdown),
-        write_replies(writer, queue, idle),
+        read_requests(&svc, &traffic, reader, replies, shutdown),
+        write_replies(&traffic, writer, queue, idle),
     );
 }
 
 async fn read_requests<R: AsyncRead + Unpin>(
     svc: &Arc<ClientService>,
+    traffic: &Traffic,
     reader: R,
     replies: mpsc::Sender<Reply>,
     shutdown: CancellationToken,
@@ -79,7 +88,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             if let Some(stripped) = body.strip_suffix(b"\r") {
                 body = stripped;
             }
-            if !answer(svc, &replies, &whatsat, received, body).await {
+            if !answer(svc, traffic, &replies, &whatsat, received, body).await {
                 return;
             }
         }
@@ -105,7 +114,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 if !buf.is_empty() {
                     // A last line without LF is still a line.
                     let line = buf.split();
-                    answer(svc, &replies, &whatsat, &line, &line).await;
+                    answer(svc, traffic, &replies, &whatsat, &line, &line).await;
                 }
                 return;
             }
@@ -119,12 +128,13 @@ async fn read_requests<R: AsyncRead + Unpin>(
 /// close.
 async fn answer(
     svc: &Arc<ClientService>,
+    traffic: &Traffic,
     replies: &mpsc::Sender<Reply>,
     whatsat: &Arc<Semaphore>,
     received: &[u8],
     body: &[u8],
 ) -> bool {
-    tracing::info!(target: "herd::client", line = %received.escape_ascii(), "in");
+    traffic.log(Direction::In, received);
     let metrics = svc.hub.metrics();
     let reply = match request::parse(body) {
         Parsed::Empty => return true,
@@ -229,6 +239,7 @@ fn with_lf(line: &[u8]) -> Bytes {
 }
 
 async fn write_replies<W: AsyncWrite + Unpin>(
+    traffic: &Traffic,
     writer: W,
     mut queue: mpsc::Receiver<Reply>,
     idle: Duration,
@@ -251,7 +262,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        tracing::info!(target: "herd::client", reply = %bytes.escape_ascii(), "out");
+        traffic.log(Direction::Out, &bytes);
         if !matches!(timeout(idle, out.write_all(&bytes)).await, Ok(Ok(()))) {
             return;
         }

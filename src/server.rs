@@ -61,7 +61,7 @@ pub async fn run(
         svc.hub.metrics().client_connections.inc();
         connections.spawn(
             async move {
-                client::serve(svc.clone(), stream, stop).await;
+                client::serve(svc.clone(), stream, addr, stop).await;
                 svc.hub.metrics().client_connections.dec();
                 drop(slot);
                 tracing::debug!("client gone");

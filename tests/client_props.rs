@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,7 +134,8 @@ fn serve(input: Vec<u8>, cuts: Vec<usize>) -> Vec<u8> {
             limits: Limits::default(),
         });
         let (mut near, far) = tokio::io::duplex(1 << 16);
-        let node = tokio::spawn(client::serve(svc, far, CancellationToken::new()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], 5555));
+        let node = tokio::spawn(client::serve(svc, far, addr, CancellationToken::new()));
         let writer = async {
             let mut rest = &input[..];
             for cut in cuts {
