@@ -76,6 +76,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(4096);
     // Bytes already searched for LF, so a dribbling client costs linear time.
     let mut scanned = 0;
+    // Both waited on across reads, so neither is registered anew per read.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut last_read = tokio::time::Instant::now();
     loop {
         while let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
             let line = buf.split_to(scanned + pos + 1);
@@ -97,20 +103,30 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return too_long(svc, &replies, &buf[..limits.max_line]).await;
         }
         buf.reserve(4096);
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            read = timeout(limits.idle_timeout, reader.read_buf(&mut buf)) => read,
-        };
-        match read {
-            Err(_) => {
-                tracing::info!(target: "herd::client", "idle; closing");
-                return;
+        let read = loop {
+            tokio::select! {
+                biased;
+                read = reader.read_buf(&mut buf) => break read,
+                _ = &mut cancelled => return,
+                _ = &mut idle => {
+                    // One timer per connection, moved on only when it
+                    // fires, instead of one set and cancelled per read.
+                    let deadline = last_read + limits.idle_timeout;
+                    if deadline <= tokio::time::Instant::now() {
+                        tracing::info!(target: "herd::client", "idle; closing");
+                        return;
+                    }
+                    idle.as_mut().reset(deadline);
+                }
             }
-            Ok(Err(e)) => {
+        };
+        last_read = tokio::time::Instant::now();
+        match read {
+            Err(e) => {
                 tracing::debug!(target: "herd::client", error = %e, "read failed");
                 return;
             }
-            Ok(Ok(0)) => {
+            Ok(0) => {
                 if !buf.is_empty() {
                     // A last line without LF is still a line.
                     let line = buf.split();
@@ -118,7 +134,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 }
                 return;
             }
-            Ok(Ok(_)) => {}
+            Ok(_) => {}
         }
     }
 }
