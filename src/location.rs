@@ -20,6 +20,23 @@ impl Location {
         let lon = degrees(&text[split..], 180)?;
         Some(Location { lat, lon })
     }
+
+    /// Whether [`Location::parse`] would accept `text`, without working out
+    /// the numbers (what checking a peer's AT line needs).
+    pub fn is_valid(text: &[u8]) -> bool {
+        let Some(split) = text
+            .get(1..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'+' || b == b'-'))
+        else {
+            return false;
+        };
+        let (lat, lon) = text.split_at(1 + split);
+        signed_at_most(lat, 90) && signed_at_most(lon, 180)
+    }
+}
+
+fn signed_at_most(text: &[u8], max: u32) -> bool {
+    matches!(text.split_first(), Some((&(b'+' | b'-'), body)) if decimal_at_most(body, max).is_some())
 }
 
 /// One signed coordinate, at most `max` degrees in magnitude.
@@ -106,6 +123,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn is_valid_agrees_with_parse(text in "[-+0-9.e ]{0,24}") {
+            prop_assert_eq!(Location::is_valid(text.as_bytes()), Location::parse(text.as_bytes()).is_some());
+        }
+
         #[test]
         fn valid_coordinates_parse(lat in -90_000_000i64..=90_000_000, lon in -180_000_000i64..=180_000_000) {
             let sign = |v: i64| if v < 0 { '-' } else { '+' };

@@ -119,7 +119,9 @@ impl Report {
             return Err(BadReport::Server);
         }
         parse_delta(delta).ok_or(BadReport::Delta)?;
-        Location::parse(location).ok_or(BadReport::Location)?;
+        if !Location::is_valid(location) {
+            return Err(BadReport::Location);
+        }
         let time = Timestamp::parse(time).ok_or(BadReport::Time)?;
         let meta = Meta {
             secs: time.secs(),
