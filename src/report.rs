@@ -13,7 +13,7 @@ use triomphe::ThinArc;
 
 use crate::location::Location;
 use crate::request::is_space;
-use crate::timestamp::{format_delta, parse_delta, Timestamp};
+use crate::timestamp::{parse_delta, write_delta, Timestamp, DELTA_MAX};
 
 /// One client's reported location, with the AT line that records it.
 ///
@@ -62,14 +62,9 @@ impl Report {
         time_text: &[u8],
         time: Timestamp,
     ) -> Report {
-        let delta = format_delta(received.nanos_since(time));
-        let parts: [&[u8]; 5] = [
-            server.as_bytes(),
-            delta.as_bytes(),
-            client,
-            location_text,
-            time_text,
-        ];
+        let mut delta = [0; DELTA_MAX];
+        let delta = write_delta(received.nanos_since(time), &mut delta);
+        let parts: [&[u8]; 5] = [server.as_bytes(), delta, client, location_text, time_text];
         let len = 2 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
         let client_start = 3 + server.len() + 1 + delta.len() + 1;
         let meta = Meta {

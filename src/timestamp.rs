@@ -83,10 +83,38 @@ impl Timestamp {
 /// Formats a signed nanosecond difference as the protocol wants it: always
 /// signed, always nine fraction digits (`+0.263873386`, `-1.000000000`).
 pub fn format_delta(nanos: i128) -> String {
-    let sign = if nanos < 0 { '-' } else { '+' };
+    let mut buf = [0; DELTA_MAX];
+    String::from_utf8_lossy(write_delta(nanos, &mut buf)).into_owned()
+}
+
+/// Room for any delta [`write_delta`] writes: sign, 30 digits, dot, nine.
+pub const DELTA_MAX: usize = 41;
+
+/// Writes what [`format_delta`] returns into `buf`, without allocating,
+/// and returns the written part.
+pub fn write_delta(nanos: i128, buf: &mut [u8; DELTA_MAX]) -> &[u8] {
     let abs = nanos.unsigned_abs();
     let per = NANOS_PER_SEC as u128;
-    format!("{sign}{}.{:09}", abs / per, abs % per)
+    let (mut whole, mut frac) = (abs / per, abs % per);
+    let mut at = DELTA_MAX;
+    for _ in 0..9 {
+        at -= 1;
+        buf[at] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    at -= 1;
+    buf[at] = b'.';
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    buf[at] = if nanos < 0 { b'-' } else { b'+' };
+    &buf[at..]
 }
 
 /// Parses what [`format_delta`] writes; used to validate peers' AT lines.
@@ -109,9 +137,12 @@ pub fn parse_delta(text: &[u8]) -> Option<i128> {
     if int.len() > 1 && int[0] == b'0' {
         return None;
     }
-    let whole: i128 = std::str::from_utf8(int).ok()?.parse().ok()?;
-    let part: i128 = std::str::from_utf8(frac).ok()?.parse().ok()?;
-    let value = whole * NANOS_PER_SEC + part;
+    // At most 20 digits and nine: no overflow in an i128.
+    let digits = |text: &[u8]| {
+        text.iter()
+            .fold(0i128, |acc, &d| acc * 10 + i128::from(d - b'0'))
+    };
+    let value = digits(int) * NANOS_PER_SEC + digits(frac);
     if negative && value == 0 {
         return None;
     }
@@ -193,6 +224,20 @@ mod tests {
         fn delta_round_trips(n in any::<i64>()) {
             let n = i128::from(n);
             prop_assert_eq!(parse_delta(format_delta(n).as_bytes()), Some(n));
+        }
+
+        /// The widest deltas two timestamps can have, written as the
+        /// standard formatter would.
+        #[test]
+        fn delta_matches_the_standard_formatter(a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
+            let a = Timestamp::new(a.0, a.1 % 1_000_000_000).unwrap();
+            let b = Timestamp::new(b.0, b.1 % 1_000_000_000).unwrap();
+            let n = a.nanos_since(b);
+            let sign = if n < 0 { '-' } else { '+' };
+            let abs = n.unsigned_abs();
+            let expected = format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000);
+            prop_assert_eq!(format_delta(n), expected.clone());
+            prop_assert_eq!(parse_delta(expected.as_bytes()), Some(n));
         }
 
         #[test]
