@@ -456,6 +456,9 @@ impl Config {
         if p.queue == 0 || p.max_frame < 1024 {
             problem("peer: queue must be at least 1 and max_frame at least 1024".into());
         }
+        if p.batch_window >= p.keepalive {
+            problem("peer.batch_window: must be below peer.keepalive".into());
+        }
         if p.keepalive.is_zero() || p.keepalive >= p.idle_timeout {
             problem("peer.keepalive: must be above zero and below peer.idle_timeout".into());
         }
@@ -664,6 +667,16 @@ neighbours = ["A"]
         assert_eq!(c.runtime.workers, 1);
         let p = problems(&format!("{GOOD}\n[runtime]\nthreads = 1\n"));
         assert!(p[0].contains("threads"), "{p:?}");
+    }
+
+    #[test]
+    fn batch_window_defaults_to_a_millisecond_and_stays_below_keepalive() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.peer.batch_window, Duration::from_millis(1));
+        let c = load(&format!("{GOOD}\n[peer]\nbatch_window = \"0s\"\n")).unwrap();
+        assert!(c.peer.batch_window.is_zero());
+        let p = problems(&format!("{GOOD}\n[peer]\nbatch_window = \"2s\"\n"));
+        assert!(p.iter().any(|p| p.contains("peer.batch_window")), "{p:?}");
     }
 
     #[test]

@@ -4,7 +4,11 @@
 mod common;
 
 use common::{Client, Herd, REFERENCE};
+use std::time::Duration;
+
 use herd::config::TransportKind;
+use herd::report::Report;
+use herd::timestamp::Timestamp;
 
 const NAMES: [&str; 5] = ["Bailey", "Bona", "Campbell", "Clark", "Jaquez"];
 
@@ -154,6 +158,57 @@ async fn a_node_stopping_still_sends_what_it_acknowledged(transport: TransportKi
     herd.shutdown().await;
 }
 
+/// Under load a link sends one frame per batch window; the first update
+/// after a quiet spell goes at once.
+async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: TransportKind) {
+    let herd = Herd::start_with(
+        transport,
+        &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
+        // Inside the harness's [peer] table (keep-alive 500 ms).
+        "batch_window = \"400ms\"",
+    )
+    .await;
+    herd.settled().await;
+    let report = |i: u64| {
+        let time = Timestamp::new(1_000 + i, 0).unwrap();
+        let text = time.secs().to_string();
+        Report::new(
+            "Alpha",
+            Timestamp::now(),
+            format!("c{i}").as_bytes(),
+            b"+1+1",
+            text.as_bytes(),
+            time,
+        )
+    };
+    let frames_from_alpha = || herd.hub("Beta").metrics().peer_statuses()["Alpha"].messages_in;
+    // The link was quiet: the first update does not wait for a window.
+    let first = report(0);
+    herd.hub("Alpha").publish(first.clone(), None);
+    herd.holds("Beta", first.client(), first.line()).await;
+    let before = frames_from_alpha();
+    // Ten more, spread out but all within the window that frame opened.
+    let mut last = first;
+    for i in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        last = report(i);
+        herd.hub("Alpha").publish(last.clone(), None);
+    }
+    herd.holds("Beta", last.client(), last.line()).await;
+    for i in 1..10 {
+        let r = report(i);
+        assert!(
+            herd.hub("Beta").lookup(r.client()).is_some(),
+            "c{i} missing"
+        );
+    }
+    // One frame of updates, and at most a ping and a pong besides (sent
+    // one by one, they would have been ten frames).
+    let frames = frames_from_alpha() - before;
+    assert!((1..=3).contains(&frames), "{frames} frames for 10 updates");
+    herd.shutdown().await;
+}
+
 macro_rules! suite {
     ($($transport:ident => $kind:expr),*) => {$(
         mod $transport {
@@ -177,6 +232,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_node_stopping_still_sends_what_it_acknowledged() {
                 super::a_node_stopping_still_sends_what_it_acknowledged($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_busy_link_gathers_updates_into_one_frame_per_window() {
+                super::a_busy_link_gathers_updates_into_one_frame_per_window($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
