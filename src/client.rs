@@ -1,19 +1,22 @@
 //! One client connection: lines in, replies out, in request order.
 //!
-//! All framing lives here. The reader splits bytes into lines (LF, or end of
-//! stream for a last unterminated line), answers IAMAT at once and starts
-//! WHATSAT searches as tasks; the writer sends replies strictly in request
-//! order, each whole, flushing when no reply is waiting. The queue between
-//! them is bounded, so a client that never reads stops being read instead of
-//! growing the node's memory.
+//! All framing lives here. One loop per connection reads bytes, splits them
+//! into lines (LF, or end of stream for a last unterminated line), answers
+//! IAMAT at once and starts WHATSAT searches as tasks, and writes replies
+//! strictly in request order, each whole: everything ready goes out in one
+//! write. A reply behind an unfinished search waits in a queue, and the
+//! replies before it are written meanwhile. Both the queue and the unwritten
+//! bytes are bounded, so a client that never reads stops being read instead
+//! of growing the node's memory.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -42,6 +45,82 @@ enum Reply {
     Pending(AbortOnDropHandle<Bytes>),
 }
 
+/// Unwritten reply bytes above which the connection stops reading.
+const UNWRITTEN_MAX: usize = 64 * 1024;
+
+/// What answering a line asks of the connection.
+enum Next {
+    Reply(Reply),
+    /// An empty line: nothing to answer.
+    Nothing,
+    /// The node is shutting down.
+    Stop,
+}
+
+/// One connection's replies in request order: bytes ready to write, then
+/// (behind the first unfinished search) replies still waiting.
+struct Outbox<'a> {
+    traffic: &'a Traffic,
+    ready: BytesMut,
+    waiting: VecDeque<Reply>,
+}
+
+impl Outbox<'_> {
+    fn push(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ready(bytes) if self.waiting.is_empty() => self.take(&bytes),
+            reply => self.waiting.push_back(reply),
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        self.traffic.log(Direction::Out, bytes);
+        self.ready.put_slice(bytes);
+    }
+
+    /// Moves finished searches, and the ready replies behind them, to the
+    /// bytes to write. False if a search task failed.
+    fn promote(&mut self) -> bool {
+        while let Some(front) = self.waiting.front_mut() {
+            let bytes = match front {
+                Reply::Ready(bytes) => std::mem::take(bytes),
+                Reply::Pending(task) => {
+                    if !task.is_finished() {
+                        break;
+                    }
+                    // Still Pending when this task's cooperative budget
+                    // is spent: then `front_search` waits for it.
+                    match futures::FutureExt::now_or_never(task) {
+                        Some(Ok(bytes)) => bytes,
+                        Some(Err(_)) => return false,
+                        None => break,
+                    }
+                }
+            };
+            self.waiting.pop_front();
+            self.take(&bytes);
+        }
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.waiting.is_empty()
+    }
+
+    fn is_full(&self, pipeline: usize) -> bool {
+        self.ready.len() >= UNWRITTEN_MAX || self.waiting.len() >= pipeline
+    }
+}
+
+/// Waits for the search at the front of `waiting`, if there is one, and
+/// returns what it made.
+async fn front_search(waiting: &mut VecDeque<Reply>) -> Result<Bytes, tokio::task::JoinError> {
+    match waiting.front_mut() {
+        Some(Reply::Pending(task)) => task.await,
+        _ => std::future::pending().await,
+    }
+}
+
 /// Serves one client until it closes, idles out, breaks a limit or the node
 /// shuts down (replies already owed are still written). `addr` is the
 /// client's, for the log.
@@ -53,107 +132,133 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    let (replies, queue) = mpsc::channel(svc.limits.pipeline);
-    let idle = svc.limits.idle_timeout;
     let traffic = Traffic::new(&svc.node, addr);
-    tokio::join!(
-        read_requests(&svc, &traffic, reader, replies, shutdown),
-        write_replies(&traffic, writer, queue, idle),
-    );
-}
-
-async fn read_requests<R: AsyncRead + Unpin>(
-    svc: &Arc<ClientService>,
-    traffic: &Traffic,
-    reader: R,
-    replies: mpsc::Sender<Reply>,
-    shutdown: CancellationToken,
-) {
-    let mut reader = reader;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let limits = &svc.limits;
     let whatsat = Arc::new(Semaphore::new(limits.whatsat_in_flight));
+    let mut out = Outbox {
+        traffic: &traffic,
+        ready: BytesMut::with_capacity(16 * 1024),
+        waiting: VecDeque::new(),
+    };
     let mut buf = BytesMut::with_capacity(4096);
     // Bytes already searched for LF, so a dribbling client costs linear time.
     let mut scanned = 0;
-    // Both waited on across reads, so neither is registered anew per read.
+    let mut reading = true;
+    // Waited on across iterations, so neither is registered anew each time.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
-    let mut last_read = tokio::time::Instant::now();
+    // The last time the client sent or took anything.
+    let mut progress = tokio::time::Instant::now();
     loop {
-        while let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
-            let line = buf.split_to(scanned + pos + 1);
-            scanned = 0;
-            let mut body = &line[..line.len() - 1];
-            if body.len() > limits.max_line {
-                return too_long(svc, &replies, &body[..limits.max_line]).await;
-            }
-            let received = body;
-            if let Some(stripped) = body.strip_suffix(b"\r") {
-                body = stripped;
-            }
-            if !answer(svc, traffic, &replies, &whatsat, received, body).await {
-                return;
-            }
+        if !out.promote() {
+            break;
         }
-        scanned = buf.len();
-        if buf.len() > limits.max_line {
-            return too_long(svc, &replies, &buf[..limits.max_line]).await;
+        if !reading && out.is_empty() {
+            break;
         }
-        buf.reserve(4096);
-        let read = loop {
-            tokio::select! {
-                biased;
-                read = reader.read_buf(&mut buf) => break read,
-                _ = &mut cancelled => return,
-                _ = &mut idle => {
-                    // One timer per connection, moved on only when it
-                    // fires, instead of one set and cancelled per read.
-                    let deadline = last_read + limits.idle_timeout;
-                    if deadline <= tokio::time::Instant::now() {
-                        tracing::info!(target: "herd::client", "idle; closing");
-                        return;
+        let can_read = reading && !out.is_full(limits.pipeline);
+        let Outbox { ready, waiting, .. } = &mut out;
+        tokio::select! {
+            biased;
+            _ = &mut cancelled, if reading => reading = false,
+            wrote = writer.write_buf(ready), if !ready.is_empty() => match wrote {
+                Ok(n) if n > 0 => progress = tokio::time::Instant::now(),
+                _ => return,
+            },
+            read = reader.read_buf(&mut buf), if can_read => {
+                progress = tokio::time::Instant::now();
+                match read {
+                    Ok(0) | Err(_) => {
+                        reading = false;
+                        if let Err(e) = read {
+                            tracing::debug!(target: "herd::client", error = %e, "read failed");
+                        } else if !buf.is_empty() {
+                            // A last line without LF is still a line.
+                            let line = buf.split();
+                            if let Next::Reply(reply) = answer(&svc, &traffic, &whatsat, &line, &line).await {
+                                out.push(reply);
+                            }
+                        }
                     }
-                    idle.as_mut().reset(deadline);
+                    Ok(_) => {
+                        reading = lines(&svc, &traffic, &whatsat, &mut buf, &mut scanned, &mut out).await;
+                    }
                 }
             }
-        };
-        last_read = tokio::time::Instant::now();
-        match read {
-            Err(e) => {
-                tracing::debug!(target: "herd::client", error = %e, "read failed");
-                return;
-            }
-            Ok(0) => {
-                if !buf.is_empty() {
-                    // A last line without LF is still a line.
-                    let line = buf.split();
-                    answer(svc, traffic, &replies, &whatsat, &line, &line).await;
+            made = front_search(waiting) => match made {
+                Ok(bytes) => out.waiting[0] = Reply::Ready(bytes),
+                Err(_) => return,
+            },
+            _ = &mut idle => {
+                // One timer per connection, moved on only when it fires.
+                let deadline = progress + limits.idle_timeout;
+                if deadline <= tokio::time::Instant::now() {
+                    if reading {
+                        tracing::info!(target: "herd::client", "idle; closing");
+                    }
+                    return;
                 }
-                return;
+                idle.as_mut().reset(deadline);
             }
-            Ok(_) => {}
         }
     }
+    let _ = timeout(limits.idle_timeout, writer.shutdown()).await;
+}
+
+/// Answers every whole line in `buf`. False when the connection must stop
+/// reading (a line too long, or the node shutting down).
+async fn lines(
+    svc: &Arc<ClientService>,
+    traffic: &Traffic,
+    whatsat: &Arc<Semaphore>,
+    buf: &mut BytesMut,
+    scanned: &mut usize,
+    out: &mut Outbox<'_>,
+) -> bool {
+    let limits = &svc.limits;
+    while let Some(pos) = buf[*scanned..].iter().position(|&b| b == b'\n') {
+        let line = buf.split_to(*scanned + pos + 1);
+        *scanned = 0;
+        let mut body = &line[..line.len() - 1];
+        if body.len() > limits.max_line {
+            too_long(svc, out, &body[..limits.max_line]);
+            return false;
+        }
+        let received = body;
+        if let Some(stripped) = body.strip_suffix(b"\r") {
+            body = stripped;
+        }
+        match answer(svc, traffic, whatsat, received, body).await {
+            Next::Reply(reply) => out.push(reply),
+            Next::Nothing => {}
+            Next::Stop => return false,
+        }
+    }
+    *scanned = buf.len();
+    if buf.len() > limits.max_line {
+        too_long(svc, out, &buf[..limits.max_line]);
+        return false;
+    }
+    buf.reserve(4096);
+    true
 }
 
 /// Answers one line: `received` is the line as sent (without LF), `body` the
-/// same without a CR before the LF. Returns false when the connection must
-/// close.
+/// same without a CR before the LF.
 async fn answer(
     svc: &Arc<ClientService>,
     traffic: &Traffic,
-    replies: &mpsc::Sender<Reply>,
     whatsat: &Arc<Semaphore>,
     received: &[u8],
     body: &[u8],
-) -> bool {
+) -> Next {
     traffic.log(Direction::In, received);
     let metrics = svc.hub.metrics();
     let reply = match request::parse(body) {
-        Parsed::Empty => return true,
+        Parsed::Empty => return Next::Nothing,
         Parsed::Invalid => {
             metrics.invalid.inc();
             Reply::Ready(invalid(body))
@@ -192,7 +297,7 @@ async fn answer(
             Some(report) => {
                 metrics.whatsat.inc();
                 let Ok(permit) = whatsat.clone().acquire_owned().await else {
-                    return false;
+                    return Next::Stop;
                 };
                 let location = report.location();
                 let query = Query {
@@ -225,18 +330,12 @@ async fn answer(
             }
         },
     };
-    send(replies, reply, svc.limits.idle_timeout).await
+    Next::Reply(reply)
 }
 
-/// Queues a reply; a client that has read nothing for the idle time while
-/// the queue is full is given up on.
-async fn send(replies: &mpsc::Sender<Reply>, reply: Reply, idle: Duration) -> bool {
-    matches!(timeout(idle, replies.send(reply)).await, Ok(Ok(())))
-}
-
-async fn too_long(svc: &ClientService, replies: &mpsc::Sender<Reply>, cut: &[u8]) {
+fn too_long(svc: &ClientService, out: &mut Outbox<'_>, cut: &[u8]) {
     tracing::info!(target: "herd::client", limit = svc.limits.max_line, "line too long; closing");
-    send(replies, Reply::Ready(invalid(cut)), svc.limits.idle_timeout).await;
+    out.push(Reply::Ready(invalid(cut)));
 }
 
 fn invalid(line: &[u8]) -> Bytes {
@@ -252,40 +351,4 @@ fn with_lf(line: &[u8]) -> Bytes {
     out.put_slice(line);
     out.put_u8(b'\n');
     out.freeze()
-}
-
-async fn write_replies<W: AsyncWrite + Unpin>(
-    traffic: &Traffic,
-    writer: W,
-    mut queue: mpsc::Receiver<Reply>,
-    idle: Duration,
-) {
-    let mut out = BufWriter::with_capacity(16 * 1024, writer);
-    while let Some(reply) = queue.recv().await {
-        let bytes = match reply {
-            Reply::Ready(bytes) => bytes,
-            Reply::Pending(task) => {
-                // Replies already made must not wait behind a slow search.
-                if !task.is_finished()
-                    && !out.buffer().is_empty()
-                    && !matches!(timeout(idle, out.flush()).await, Ok(Ok(())))
-                {
-                    return;
-                }
-                match task.await {
-                    Ok(bytes) => bytes,
-                    Err(_) => break,
-                }
-            }
-        };
-        traffic.log(Direction::Out, &bytes);
-        if !matches!(timeout(idle, out.write_all(&bytes)).await, Ok(Ok(()))) {
-            return;
-        }
-        if queue.is_empty() && !matches!(timeout(idle, out.flush()).await, Ok(Ok(()))) {
-            return;
-        }
-    }
-    let _ = timeout(idle, out.flush()).await;
-    let _ = timeout(idle, out.shutdown()).await;
 }

@@ -1081,3 +1081,24 @@ async fn after_shutdown_replies_already_owed_are_delivered() {
         .expect("shutdown ends")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_pipelined_whatsats_are_all_answered_in_order() {
+    // More searches than a task's cooperative budget lets it collect in
+    // one go: each must still be answered, none dropped, in order.
+    let clark = Clark::start("[limits]\nwhatsat_in_flight = 1024\n").await;
+    let mut c = clark.connect().await;
+    iamat(&mut c, b"k", b"+1+1", b"1").await;
+    let n = 600;
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend_from_slice(format!("WHATSAT k 10 {}\n", 1 + i % 20).as_bytes());
+    }
+    c.send(&batch).await;
+    for i in 0..n {
+        let (at, value) = whatsat_reply(&mut c).await;
+        assert!(at.starts_with(b"AT Clark "), "{}", show(&at));
+        assert_eq!(results(&value), 1 + i % 20, "reply {i}");
+    }
+    clark.shutdown().await;
+}
