@@ -30,6 +30,9 @@ use super::{resolve, Conn, ConnControl, Incoming, Transport, TransportError};
 use crate::config::Config;
 use crate::tls::{self, NodeTls};
 
+/// Bytes a link's stream may have in flight (quinn's default: 1.25 MB).
+const STREAM_WINDOW: u64 = 1_250_000;
+
 /// The largest UDP payload MTU discovery tries.
 const MTU_UPPER_BOUND: u16 = 16 * 1024;
 
@@ -67,7 +70,13 @@ impl QuicTransport {
         // system calls per update.
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(MTU_UPPER_BOUND);
+        // Data a link may buffer unacknowledged: twice a stream's window
+        // (quinn's default is eight), so a lagging neighbour costs a node a
+        // few megabytes, not ten per link; the link's own bounded queue and
+        // catch-up handle the rest.
+        transport.send_window(2 * STREAM_WINDOW);
         transport
+            .stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW as u32))
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(config.peer.keepalive))
             .mtu_discovery_config(Some(mtu));
