@@ -77,7 +77,7 @@ pub async fn run(
 
 async fn receive(
     hub: &Hub,
-    mut reader: impl AsyncRead + Unpin,
+    reader: impl AsyncRead + Unpin,
     peer: &str,
     epoch: u64,
     settings: &PeerSettings,
@@ -85,6 +85,9 @@ async fn receive(
     started: Instant,
 ) -> String {
     let metrics = hub.metrics();
+    // Frame headers and small frames come out of one read of the
+    // transport, not three or more each.
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     loop {
         let message = match timeout(
             settings.idle_timeout,
