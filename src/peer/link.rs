@@ -180,6 +180,9 @@ async fn transmit(
             break;
         }
     }
+    // Sent: the backlog (up to a whole table of references, which would keep
+    // superseded reports alive) must not live as long as the link.
+    drop(backlog);
     match timeout(settings.idle_timeout, writer.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
