@@ -33,6 +33,29 @@ use crate::tls::{self, NodeTls};
 /// Bytes a link's stream may have in flight (quinn's default: 1.25 MB).
 const STREAM_WINDOW: u64 = 1_250_000;
 
+/// UDP socket buffers asked for. The default receive buffer (about 200 KB)
+/// overflows under a burst of updates: every datagram dropped there is a
+/// QUIC loss, a retransmission and a smaller congestion window.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for [`SOCKET_BUFFER`]-sized buffers; the kernel caps them at
+/// `net.core.rmem_max` / `wmem_max`, which is logged when it does.
+fn socket_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    // Linux reports twice what it grants (it counts its bookkeeping).
+    let granted = sock.recv_buffer_size().unwrap_or(0);
+    if granted < SOCKET_BUFFER {
+        tracing::info!(
+            granted,
+            wanted = SOCKET_BUFFER,
+            "UDP receive buffer capped by the system; raise net.core.rmem_max \
+             to avoid losses under bursts"
+        );
+    }
+}
+
 /// The largest UDP payload MTU discovery tries.
 const MTU_UPPER_BOUND: u16 = 16 * 1024;
 
@@ -61,6 +84,7 @@ impl QuicTransport {
             addr: addr.to_string(),
             source,
         })?;
+        socket_buffers(&socket);
         let mut transport = TransportConfig::default();
         let idle = IdleTimeout::try_from(config.peer.idle_timeout)
             .map_err(|e| TransportError::Tls(format!("peer.idle_timeout: {e}")))?;
