@@ -41,23 +41,29 @@ impl Timestamp {
             Some(dot) => (&text[..dot], Some(&text[dot + 1..])),
             None => (text, None),
         };
-        if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let mut secs: u64 = 0;
-        for &d in int {
-            secs = secs.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        let mut nanos: u32 = 0;
-        if let Some(frac) = frac {
-            if frac.is_empty() || frac.len() > 9 || !frac.iter().all(u8::is_ascii_digit) {
+        let secs = if int.len() < 20 {
+            // At most 19 digits: cannot overflow a u64.
+            digits(int)?
+        } else {
+            let start = int.iter().position(|&b| b != b'0').unwrap_or(int.len());
+            let (zeros, rest) = int.split_at(start);
+            if !zeros.iter().all(|&b| b == b'0') || rest.len() > 20 {
                 return None;
             }
-            for &d in frac {
-                nanos = nanos * 10 + u32::from(d - b'0');
+            let mut secs: u64 = 0;
+            for &d in rest {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                secs = secs.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
             }
-            nanos *= 10u32.pow(9 - frac.len() as u32);
-        }
+            secs
+        };
+        let nanos = match frac {
+            None => 0,
+            Some(frac) if frac.len() > 9 => return None,
+            Some(frac) => digits(frac)? as u32 * POW10[9 - frac.len()],
+        };
         Some(Timestamp { secs, nanos })
     }
 
@@ -78,6 +84,36 @@ impl Timestamp {
     pub fn nanos_since(self, earlier: Timestamp) -> i128 {
         self.as_nanos() - earlier.as_nanos()
     }
+}
+
+/// Powers of ten up to a billion.
+const POW10: [u32; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// The value of 1 to 19 ASCII digits, or None if `text` is empty or holds
+/// anything else.
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    let mut ok = true;
+    for &b in text {
+        let d = b.wrapping_sub(b'0');
+        ok &= d < 10;
+        value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    ok.then_some(value)
 }
 
 /// Formats a signed nanosecond difference as the protocol wants it: always
@@ -203,6 +239,36 @@ mod tests {
         assert_eq!(format_delta(server.nanos_since(client)), "+0.263873386");
         assert_eq!(format_delta(0), "+0.000000000");
         assert_eq!(format_delta(-1_500_000_000), "-1.500000000");
+    }
+
+    #[test]
+    fn seconds_must_fit_and_be_digits() {
+        assert_eq!(
+            Timestamp::parse(b"18446744073709551615.999999999"),
+            Timestamp::new(u64::MAX, 999_999_999)
+        );
+        assert_eq!(Timestamp::parse(b"18446744073709551616"), None);
+        assert_eq!(Timestamp::parse(b"99999999999999999999"), None);
+        assert_eq!(
+            Timestamp::parse(b"00000000000000000000000001.5"),
+            Timestamp::new(1, 500_000_000)
+        );
+        assert_eq!(
+            Timestamp::parse(b"0000000000000000000000"),
+            Timestamp::new(0, 0)
+        );
+        for bad in [
+            &b""[..],
+            b".5",
+            b"5.",
+            b"1a",
+            b"1.0000000001",
+            b"0000000000000000000000x",
+            b"1.-5",
+            b"+1",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{}", bad.escape_ascii());
+        }
     }
 
     proptest! {
