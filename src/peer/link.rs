@@ -56,14 +56,18 @@ pub async fn run(
     let receiving = receive(hub, reader, peer, hello.epoch, settings, pongs, started);
     tokio::pin!(receiving);
     // Shutdown is the writer's to handle, so that it can say goodbye.
-    let reason = tokio::select! {
-        _ = cut.cancelled() => "cut: replaced by a newer link or too far behind".to_string(),
-        r = &mut receiving => r,
-        r = transmit(hub, peer, writer, attached, pong_queue, settings, shutdown, started) => r,
+    let (reason, sending_ended) = tokio::select! {
+        _ = cut.cancelled() => ("cut: replaced by a newer link or too far behind".to_string(), false),
+        r = &mut receiving => (r, false),
+        r = transmit(hub, peer, writer, attached, pong_queue, settings, shutdown, started) => (r, true),
     };
-    if shutdown.is_cancelled() {
-        // Give the peer a moment to read our goodbye and close its end, so
-        // closing the connection does not overtake it.
+    if sending_ended {
+        // We said goodbye, or found the peer gone while writing. Either way
+        // what the peer sent before it closed its end is still read and
+        // stored: a peer that stops sends its last updates and closes, and
+        // noticing the close on the sending side first must not drop them.
+        // This also gives the peer a moment to read our goodbye, so closing
+        // the connection does not overtake it.
         let _ = timeout(GOODBYE, &mut receiving).await;
     }
     // Status first: observers wake on the hub's detach event.
