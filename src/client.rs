@@ -42,6 +42,8 @@ pub struct ClientService {
 /// A reply, ready or still being made, in its request's place in line.
 enum Reply {
     Ready(Bytes),
+    /// An AT line, written straight from the stored report.
+    At(Report),
     Pending(AbortOnDropHandle<Bytes>),
 }
 
@@ -67,38 +69,46 @@ struct Outbox<'a> {
 
 impl Outbox<'_> {
     fn push(&mut self, reply: Reply) {
-        match reply {
-            Reply::Ready(bytes) if self.waiting.is_empty() => self.take(&bytes),
-            reply => self.waiting.push_back(reply),
+        if self.waiting.is_empty() && !matches!(reply, Reply::Pending(_)) {
+            self.write(&reply);
+        } else {
+            self.waiting.push_back(reply);
         }
     }
 
-    fn take(&mut self, bytes: &[u8]) {
-        self.traffic.log(Direction::Out, bytes);
-        self.ready.put_slice(bytes);
+    /// Appends a made reply to the bytes to write, and logs it.
+    fn write(&mut self, reply: &Reply) {
+        let start = self.ready.len();
+        match reply {
+            Reply::Ready(bytes) => self.ready.put_slice(bytes),
+            Reply::At(report) => {
+                self.ready.put_slice(report.line());
+                self.ready.put_u8(b'\n');
+            }
+            Reply::Pending(_) => return,
+        }
+        self.traffic.log(Direction::Out, &self.ready[start..]);
     }
 
-    /// Moves finished searches, and the ready replies behind them, to the
+    /// Moves finished searches, and the made replies behind them, to the
     /// bytes to write. False if a search task failed.
     fn promote(&mut self) -> bool {
         while let Some(front) = self.waiting.front_mut() {
-            let bytes = match front {
-                Reply::Ready(bytes) => std::mem::take(bytes),
-                Reply::Pending(task) => {
-                    if !task.is_finished() {
-                        break;
-                    }
-                    // Still Pending when this task's cooperative budget
-                    // is spent: then `front_search` waits for it.
-                    match futures::FutureExt::now_or_never(task) {
-                        Some(Ok(bytes)) => bytes,
-                        Some(Err(_)) => return false,
-                        None => break,
-                    }
+            if let Reply::Pending(task) = front {
+                if !task.is_finished() {
+                    break;
                 }
-            };
-            self.waiting.pop_front();
-            self.take(&bytes);
+                // Still Pending when this task's cooperative budget is
+                // spent: then `front_search` waits for it.
+                match futures::FutureExt::now_or_never(task) {
+                    Some(Ok(bytes)) => *front = Reply::Ready(bytes),
+                    Some(Err(_)) => return false,
+                    None => break,
+                }
+            }
+            if let Some(reply) = self.waiting.pop_front() {
+                self.write(&reply);
+            }
         }
         true
     }
@@ -282,7 +292,7 @@ async fn answer(
                     Offer::Won { .. } => report,
                     Offer::Lost(winner) => winner,
                 };
-                Reply::Ready(with_lf(stored.line()))
+                Reply::At(stored)
             }
         }
         Parsed::Request(Request::WhatsAt {
@@ -341,13 +351,6 @@ fn too_long(svc: &ClientService, out: &mut Outbox<'_>, cut: &[u8]) {
 fn invalid(line: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(line.len() + 3);
     out.put_slice(b"? ");
-    out.put_slice(line);
-    out.put_u8(b'\n');
-    out.freeze()
-}
-
-fn with_lf(line: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(line.len() + 1);
     out.put_slice(line);
     out.put_u8(b'\n');
     out.freeze()

@@ -36,6 +36,19 @@ struct Meta {
     server_len: u8,
 }
 
+impl Meta {
+    /// Server names are at most 63 bytes (checked by the callers).
+    fn new(time: Timestamp, server_len: usize, client_start: usize, client_len: usize) -> Meta {
+        Meta {
+            secs: time.secs(),
+            nanos: time.subsec_nanos(),
+            client_start: client_start as u32,
+            client_len: client_len as u32,
+            server_len: server_len as u8,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadReport {
     #[error("not an AT line with six fields")]
@@ -66,13 +79,7 @@ impl Report {
         let parts: [&[u8]; 5] = [server.as_bytes(), delta, client, location_text, time_text];
         let len = 2 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
         let client_start = 3 + server.len() + 1 + delta.len() + 1;
-        let meta = Meta {
-            secs: time.secs(),
-            nanos: time.subsec_nanos(),
-            client_start: client_start as u32,
-            client_len: client.len() as u32,
-            server_len: server.len() as u8,
-        };
+        let meta = Meta::new(time, server.len(), client_start, client.len());
         // Assembled on the stack (a line is short), then copied once into
         // the report's own allocation.
         let mut stack = [0u8; 256];
@@ -122,13 +129,8 @@ impl Report {
             return Err(BadReport::Location);
         }
         let time = Timestamp::parse(time).ok_or(BadReport::Time)?;
-        let meta = Meta {
-            secs: time.secs(),
-            nanos: time.subsec_nanos(),
-            client_start: (client.as_ptr() as usize - line.as_ptr() as usize) as u32,
-            client_len: client.len() as u32,
-            server_len: server.len() as u8,
-        };
+        let client_start = client.as_ptr() as usize - line.as_ptr() as usize;
+        let meta = Meta::new(time, server.len(), client_start, client.len());
         Ok(Report(ThinArc::from_header_and_slice(meta, line)))
     }
 

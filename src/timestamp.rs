@@ -45,19 +45,11 @@ impl Timestamp {
             // At most 19 digits: cannot overflow a u64.
             digits(int)?
         } else {
-            let start = int.iter().position(|&b| b != b'0').unwrap_or(int.len());
-            let (zeros, rest) = int.split_at(start);
-            if !zeros.iter().all(|&b| b == b'0') || rest.len() > 20 {
-                return None;
-            }
-            let mut secs: u64 = 0;
-            for &d in rest {
-                if !d.is_ascii_digit() {
-                    return None;
-                }
-                secs = secs.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-            }
-            secs
+            // Longer (leading zeros, or too big): checked.
+            int.iter().try_fold(0u64, |acc, &d| {
+                d.is_ascii_digit().then_some(())?;
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })?
         };
         let nanos = match frac {
             None => 0,
@@ -174,11 +166,11 @@ pub fn parse_delta(text: &[u8]) -> Option<i128> {
         return None;
     }
     // At most 20 digits and nine: no overflow in an i128.
-    let digits = |text: &[u8]| {
+    let value_of = |text: &[u8]| {
         text.iter()
             .fold(0i128, |acc, &d| acc * 10 + i128::from(d - b'0'))
     };
-    let value = digits(int) * NANOS_PER_SEC + digits(frac);
+    let value = value_of(int) * NANOS_PER_SEC + value_of(frac);
     if negative && value == 0 {
         return None;
     }
