@@ -188,6 +188,9 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
     herd.holds("Beta", first.client(), first.line()).await;
     let before = frames_from_alpha();
     // Ten more, spread out but all within the window that frame opened.
+    // The spacing is the load under test (updates arriving one by one, as
+    // from clients), not a wait for anything: sent at once, even without a
+    // window they would share a frame.
     let mut last = first;
     for i in 1..=10 {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -171,6 +171,42 @@ pub struct Node {
     pub child: Child,
 }
 
+/// Waits until every node listens on its client address, failing when one
+/// exits, `within` passes or `interrupted` says so.
+pub fn wait_listening(
+    nodes: &mut [Node],
+    within: Duration,
+    interrupted: impl Fn() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    for node in nodes {
+        loop {
+            if interrupted() {
+                bail!("interrupted");
+            }
+            if TcpStream::connect_timeout(&node.client, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                bail!(
+                    "{} exited ({status}) while starting:\n{}",
+                    node.name,
+                    tail(&node.stderr, 10)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {} within {within:?}",
+                    node.name,
+                    node.client
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
 /// A running five-node herd.
 pub struct Herd {
     pub nodes: Vec<Node>,
@@ -283,33 +319,7 @@ impl Herd {
     }
 
     fn wait_listening(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START;
-        for node in &mut self.nodes {
-            loop {
-                if crate::bench::interrupted() {
-                    bail!("interrupted");
-                }
-                if TcpStream::connect_timeout(&node.client, Duration::from_millis(200)).is_ok() {
-                    break;
-                }
-                if let Ok(Some(status)) = node.child.try_wait() {
-                    bail!(
-                        "{} exited ({status}) while starting:\n{}",
-                        node.name,
-                        tail(&node.stderr, 10)
-                    );
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{} did not listen on {} within {START:?}",
-                        node.name,
-                        node.client
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(())
+        wait_listening(&mut self.nodes, START, crate::bench::interrupted)
     }
 
     pub fn node(&self, name: &str) -> &Node {

@@ -2,11 +2,10 @@
 //! per node, stopped together on Ctrl-C.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,17 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use herd::config::{Config, TransportKind};
 
+use crate::bench_procs::{tail, wait_listening, Node};
+
 /// How long a node may take to start listening.
 const START: Duration = Duration::from_secs(15);
 /// How long nodes get to stop cleanly before they are killed.
 const STOP: Duration = Duration::from_secs(10);
-
-struct Node {
-    name: String,
-    client: SocketAddr,
-    stderr: PathBuf,
-    child: Child,
-}
 
 pub fn up(root: &Path, config_path: &Path, config: &Config) -> anyhow::Result<()> {
     if config.transport == TransportKind::Quic && certs_missing(config) {
@@ -103,7 +97,7 @@ pub fn up(root: &Path, config_path: &Path, config: &Config) -> anyhow::Result<()
         });
     }
 
-    if let Err(e) = wait_until_listening(&mut nodes, &stop) {
+    if let Err(e) = wait_listening(&mut nodes, START, || stop.load(Ordering::Relaxed)) {
         stop_all(&mut nodes);
         return Err(e);
     }
@@ -135,36 +129,6 @@ fn certs_missing(config: &Config) -> bool {
             let (pem, key) = config.cert_files(n);
             !pem.exists() || !key.exists()
         })
-}
-
-fn wait_until_listening(nodes: &mut [Node], stop: &AtomicBool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START;
-    for node in nodes {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                bail!("interrupted");
-            }
-            if TcpStream::connect_timeout(&node.client, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = node.child.try_wait() {
-                bail!(
-                    "{} exited ({status}) while starting:\n{}",
-                    node.name,
-                    tail(&node.stderr, 10)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not listen on {} within {START:?}",
-                    node.name,
-                    node.client
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    Ok(())
 }
 
 fn stop_all(nodes: &mut [Node]) {
@@ -225,12 +189,4 @@ fn print_table(config: &Config, nodes: &[Node]) {
         );
     }
     println!("\nnode stderr goes to <log dir>/<Node>.stderr; Ctrl-C stops the herd.");
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let Ok(file) = File::open(path) else {
-        return String::new();
-    };
-    let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
