@@ -32,6 +32,12 @@ pub struct Conn {
 pub trait ConnControl: Send + Sync {
     /// Closes the connection, telling the peer why.
     fn close(&self, reason: &str);
+
+    /// The largest datagram the path carries now, where the transport
+    /// finds it out (quic's MTU discovery).
+    fn datagram_size(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// An incoming connection whose authentication is still running.
