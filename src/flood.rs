@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::report::Report;
-use crate::store::{Offer, Seq, Store};
+use crate::store::{Offer, Seq, Store, Update};
 
 /// A change queued for a neighbour: its number here, and the report, or
 /// None where the neighbour is the one it came from (it only needs to know
@@ -140,13 +140,13 @@ impl Hub {
 
     /// Offers reports from the neighbour `from`, in order, under one lock
     /// and with one event for observers: what a frame of updates costs.
-    pub fn publish_all(&self, reports: impl IntoIterator<Item = Report>, from: &str) {
+    pub fn publish_all(&self, updates: impl IntoIterator<Item = impl Update>, from: &str) {
         let mut inner = self.lock();
         let mut behind = Vec::new();
         let mut won = false;
-        for report in reports {
+        for update in updates {
             won |= matches!(
-                self.offer(&mut inner, report, Some(from), &mut behind),
+                self.offer(&mut inner, update, Some(from), &mut behind),
                 Offer::Won { .. }
             );
         }
@@ -158,18 +158,19 @@ impl Hub {
     fn offer(
         &self,
         inner: &mut Inner,
-        report: Report,
+        update: impl Update,
         from: Option<&str>,
         behind: &mut Vec<String>,
     ) -> Offer {
-        let offer = inner.store.offer(report.clone());
+        let offer = inner.store.offer(update);
         if from.is_some() {
             match offer {
                 Offer::Won { .. } => self.metrics.updates_received.inc(),
                 Offer::Lost(_) => self.metrics.updates_stale.inc(),
             };
         }
-        if let Offer::Won { seq } = offer {
+        if let Offer::Won { seq, report } = &offer {
+            let seq = *seq;
             let mut forwarded = 0;
             for (name, link) in &inner.links {
                 if Some(name.as_str()) == from {

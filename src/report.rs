@@ -102,7 +102,13 @@ impl Report {
 
     /// Parses and checks an AT line made by another server (copying it).
     pub fn parse(line: impl AsRef<[u8]>) -> Result<Report, BadReport> {
-        let line = line.as_ref();
+        Ok(Report::check(line.as_ref())?.to_report())
+    }
+
+    /// Parses and checks an AT line made by another server, without
+    /// copying it: a link checks a whole frame of updates before it offers
+    /// any, and makes a report only of those that win.
+    pub fn check(line: &[u8]) -> Result<Checked<'_>, BadReport> {
         // Lines travel exactly as their server made them: six fields and
         // five single spaces, no other white space (an LF here would split
         // a client's WHATSAT reply).
@@ -131,7 +137,7 @@ impl Report {
         let time = Timestamp::parse(time).ok_or(BadReport::Time)?;
         let client_start = client.as_ptr() as usize - line.as_ptr() as usize;
         let meta = Meta::new(time, server.len(), client_start, client.len());
-        Ok(Report(ThinArc::from_header_and_slice(meta, line)))
+        Ok(Checked { line, meta })
     }
 
     fn meta(&self) -> &Meta {
@@ -175,15 +181,43 @@ impl Report {
     /// greater line bytes (which begin with the server name), so every node
     /// settles on the same report whatever order reports arrive in.
     pub fn newness(&self, other: &Report) -> Ordering {
-        let (a, b) = (self.meta(), other.meta());
-        (a.secs, a.nanos)
-            .cmp(&(b.secs, b.nanos))
-            .then_with(|| self.line().cmp(other.line()))
+        newness((self.meta(), self.line()), (other.meta(), other.line()))
     }
 
     /// Whether the two are the same report, not just equal ones.
     pub fn ptr_eq(&self, other: &Report) -> bool {
         self.0.ptr() == other.0.ptr()
+    }
+}
+
+fn newness((a, a_line): (&Meta, &[u8]), (b, b_line): (&Meta, &[u8])) -> Ordering {
+    (a.secs, a.nanos)
+        .cmp(&(b.secs, b.nanos))
+        .then_with(|| a_line.cmp(b_line))
+}
+
+/// An AT line that [`Report::check`] accepted, still in the buffer it
+/// arrived in.
+#[derive(Clone, Copy, Debug)]
+pub struct Checked<'a> {
+    line: &'a [u8],
+    meta: Meta,
+}
+
+impl Checked<'_> {
+    pub fn client(&self) -> &[u8] {
+        let start = self.meta.client_start as usize;
+        &self.line[start..start + self.meta.client_len as usize]
+    }
+
+    /// [`Report::newness`], against a stored report.
+    pub fn newness(&self, other: &Report) -> Ordering {
+        newness((&self.meta, self.line), (other.meta(), other.line()))
+    }
+
+    /// The report, in its own allocation.
+    pub fn to_report(&self) -> Report {
+        Report(ThinArc::from_header_and_slice(self.meta, self.line))
     }
 }
 

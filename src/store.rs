@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
 
-use crate::report::Report;
+use crate::report::{Checked, Report};
 
 /// A position in one node's change sequence. 0 means "nothing yet".
 pub type Seq = u64;
@@ -21,7 +21,7 @@ pub type Seq = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Offer {
     /// The report is now the client's newest, numbered `seq`.
-    Won { seq: Seq },
+    Won { seq: Seq, report: Report },
     /// A report at least as new was already stored: this one changes
     /// nothing, and the stored one is the answer.
     Lost(Report),
@@ -46,6 +46,40 @@ pub struct Store {
     head: Seq,
 }
 
+/// What can be offered to the store: a report, or a checked line that
+/// becomes one only if it wins (most updates a node hears from its
+/// neighbours lose, and then cost no allocation).
+pub trait Update {
+    fn client(&self) -> &[u8];
+    /// [`Report::newness`] against the stored report.
+    fn newness(&self, current: &Report) -> Ordering;
+    fn into_report(self) -> Report;
+}
+
+impl Update for Report {
+    fn client(&self) -> &[u8] {
+        Report::client(self)
+    }
+    fn newness(&self, current: &Report) -> Ordering {
+        Report::newness(self, current)
+    }
+    fn into_report(self) -> Report {
+        self
+    }
+}
+
+impl Update for Checked<'_> {
+    fn client(&self) -> &[u8] {
+        Checked::client(self)
+    }
+    fn newness(&self, current: &Report) -> Ordering {
+        Checked::newness(self, current)
+    }
+    fn into_report(self) -> Report {
+        self.to_report()
+    }
+}
+
 /// Holes are not squeezed out of a small index.
 const HOLES_KEPT: usize = 1024;
 
@@ -54,23 +88,25 @@ impl Store {
         Store::default()
     }
 
-    /// Stores `report` if it is newer than the client's current report.
+    /// Stores `update` if it is newer than the client's current report.
     /// One hash of the client ID and one probe, whatever the outcome.
-    pub fn offer(&mut self, report: Report) -> Offer {
+    pub fn offer(&mut self, update: impl Update) -> Offer {
         let hasher = &self.hasher;
-        let hash = hasher.hash_one(report.client());
+        let hash = hasher.hash_one(update.client());
         let entry = self.clients.entry(
             hash,
-            |(current, _)| current.client() == report.client(),
+            |(current, _)| current.client() == update.client(),
             |(r, _)| hasher.hash_one(r.client()),
         );
         let seq = self.head + 1;
+        let report;
         match entry {
             Entry::Occupied(mut slot) => {
                 let (current, current_seq) = slot.get_mut();
-                if report.newness(current) != Ordering::Greater {
+                if update.newness(current) != Ordering::Greater {
                     return Offer::Lost(current.clone());
                 }
+                report = update.into_report();
                 let old = self.changes.partition_point(|&(s, _)| s < *current_seq);
                 if let Some((_, hole)) = self.changes.get_mut(old) {
                     *hole = None;
@@ -80,6 +116,7 @@ impl Store {
                 *current_seq = seq;
             }
             Entry::Vacant(slot) => {
+                report = update.into_report();
                 slot.insert((report.clone(), seq));
             }
         }
@@ -93,8 +130,8 @@ impl Store {
             // would leave up to 16 MB unused.
             self.changes.reserve_exact(self.changes.len() / 4 + 1024);
         }
-        self.changes.push((seq, Some(report)));
-        Offer::Won { seq }
+        self.changes.push((seq, Some(report.clone())));
+        Offer::Won { seq, report }
     }
 
     pub fn get(&self, client: &[u8]) -> Option<&Report> {
@@ -159,8 +196,20 @@ mod tests {
         let mut store = Store::new();
         let first = report("Clark", "kiwi", 10, 5);
         let newer = report("Bona", "kiwi", 10, 6);
-        assert_eq!(store.offer(first.clone()), Offer::Won { seq: 1 });
-        assert_eq!(store.offer(newer.clone()), Offer::Won { seq: 2 });
+        assert_eq!(
+            store.offer(first.clone()),
+            Offer::Won {
+                seq: 1,
+                report: first.clone()
+            }
+        );
+        assert_eq!(
+            store.offer(newer.clone()),
+            Offer::Won {
+                seq: 2,
+                report: newer.clone()
+            }
+        );
         assert_eq!(store.offer(first), Offer::Lost(newer.clone()));
         assert_eq!(store.offer(newer.clone()), Offer::Lost(newer.clone()));
         assert_eq!(store.get(b"kiwi"), Some(&newer));

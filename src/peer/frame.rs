@@ -152,21 +152,9 @@ pub fn decode(mut body: Bytes) -> Result<Message, FrameError> {
             })
         }
         UPDATES => {
-            need(&body, 12)?;
-            let head = body.get_u64();
-            let count = body.get_u32() as usize;
-            // Each line needs at least its 4-byte length: bound the count
-            // before allocating for it.
-            if count > body.remaining() / 4 {
-                return Err(FrameError::Malformed("update count exceeds frame"));
-            }
-            let mut lines = Vec::with_capacity(count);
-            for _ in 0..count {
-                need(&body, 4)?;
-                let len = body.get_u32() as usize;
-                need(&body, len)?;
-                lines.push(body.split_to(len));
-            }
+            let (head, lines) = updates_body(&body)?;
+            let lines = lines.into_iter().map(|l| body.slice_ref(l)).collect();
+            body.clear();
             Message::Updates { head, lines }
         }
         PING => {
@@ -190,6 +178,52 @@ pub fn decode(mut body: Bytes) -> Result<Message, FrameError> {
     Ok(message)
 }
 
+/// Whether a frame body (after the length) is an updates message.
+pub fn is_updates(body: &[u8]) -> bool {
+    body.first() == Some(&UPDATES)
+}
+
+/// Decodes an updates frame body (after the length) into its head and
+/// lines, borrowed from the body.
+pub fn decode_updates(body: &[u8]) -> Result<(Seq, Vec<&[u8]>), FrameError> {
+    match body.split_first() {
+        Some((&UPDATES, rest)) => updates_body(rest),
+        _ => Err(FrameError::Malformed("not an updates frame")),
+    }
+}
+
+/// An updates message after its kind byte.
+fn updates_body(mut rest: &[u8]) -> Result<(Seq, Vec<&[u8]>), FrameError> {
+    let truncated = FrameError::Malformed("truncated");
+    if rest.len() < 12 {
+        return Err(truncated);
+    }
+    let head = rest.get_u64();
+    let count = rest.get_u32() as usize;
+    // Each line needs at least its 4-byte length: bound the count before
+    // allocating for it.
+    if count > rest.len() / 4 {
+        return Err(FrameError::Malformed("update count exceeds frame"));
+    }
+    let mut lines = Vec::with_capacity(count);
+    for _ in 0..count {
+        if rest.len() < 4 {
+            return Err(truncated);
+        }
+        let len = rest.get_u32() as usize;
+        if rest.len() < len {
+            return Err(truncated);
+        }
+        let (line, after) = rest.split_at(len);
+        lines.push(line);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed("trailing bytes"));
+    }
+    Ok((head, lines))
+}
+
 /// Reads one message; None at a clean end of stream between frames.
 pub async fn read<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -203,6 +237,21 @@ pub async fn read_sized<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame: usize,
 ) -> Result<Option<(Message, usize)>, FrameError> {
+    let mut body = Vec::new();
+    match read_body(reader, max_frame, &mut body).await? {
+        Some(size) => decode(Bytes::from(body)).map(|m| Some((m, size))),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's body into `body`, replacing what it held, so that a
+/// link can keep one buffer for all its frames; the frame's size on the
+/// wire, or None at a clean end of stream between frames.
+pub async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame: usize,
+    body: &mut Vec<u8>,
+) -> Result<Option<usize>, FrameError> {
     let mut len = [0u8; 4];
     match reader.read(&mut len[..1]).await? {
         0 => return Ok(None),
@@ -212,9 +261,10 @@ pub async fn read_sized<R: AsyncRead + Unpin>(
     if len > max_frame {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = BytesMut::zeroed(len);
-    reader.read_exact(&mut body).await?;
-    decode(body.freeze()).map(|m| Some((m, len + 4)))
+    // Zeroes only what the buffer never held before.
+    body.resize(len, 0);
+    reader.read_exact(body).await?;
+    Ok(Some(len + 4))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -92,57 +92,85 @@ async fn receive(
     // Frame headers and small frames come out of one read of the
     // transport, not three or more each.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+    // One buffer for every frame's body, so a frame costs no allocation.
+    let mut body = Vec::new();
     loop {
-        let message = match timeout(
+        match timeout(
             settings.idle_timeout,
-            frame::read_sized(&mut reader, settings.max_frame),
+            frame::read_body(&mut reader, settings.max_frame, &mut body),
         )
         .await
         {
             Err(_) => return format!("heard nothing for {:?}", settings.idle_timeout),
-            Ok(Ok(Some((m, size)))) => {
-                metrics.traffic(peer, 1, size as u64, 0, 0);
-                m
-            }
+            Ok(Ok(Some(size))) => metrics.traffic(peer, 1, size as u64, 0, 0),
             Ok(Ok(None)) => return "peer closed the link".into(),
             Ok(Err(FrameError::Io(e))) => return format!("read failed: {}", chain(&e)),
             Ok(Err(e)) => return format!("protocol violation: {e}"),
         };
-        match message {
-            Message::Updates { head, lines } => {
-                // Parsing copies each line, so the stored report does not
-                // keep the whole frame it arrived in alive.
-                let mut reports = Vec::with_capacity(lines.len());
-                for line in &lines {
-                    match Report::parse(line) {
-                        Ok(report) => reports.push(report),
-                        Err(e) => return format!("protocol violation: bad update: {e}"),
+        let ended = if frame::is_updates(&body) {
+            // The hot path: lines are checked where they lie in the buffer.
+            match frame::decode_updates(&body) {
+                Ok((head, lines)) => deliver(hub, peer, epoch, head, &lines).await,
+                Err(e) => Some(format!("protocol violation: {e}")),
+            }
+        } else {
+            match frame::decode(Bytes::copy_from_slice(&body)) {
+                Ok(Message::Updates { head, lines }) => {
+                    let lines: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
+                    deliver(hub, peer, epoch, head, &lines).await
+                }
+                Ok(Message::Ping(n)) => {
+                    // A full pong queue means the writer is stuck; the idle
+                    // timeout on the other end will deal with it.
+                    let _ = pongs.try_send(n);
+                    None
+                }
+                Ok(Message::Pong(sent)) => {
+                    let sent = Duration::from_micros(sent);
+                    if let Some(rtt) = started.elapsed().checked_sub(sent) {
+                        metrics.round_trip(peer, rtt);
                     }
+                    None
                 }
-                let mut reports = reports.into_iter();
-                while reports.len() > 0 {
-                    // A big frame must not keep a node's other work (its
-                    // clients) waiting, on the lock or on this thread.
-                    tokio::task::consume_budget().await;
-                    hub.publish_all(reports.by_ref().take(PUBLISH_CHUNK), peer);
-                }
-                hub.advance(peer, epoch, head);
+                Ok(Message::Bye(reason)) => Some(format!("peer closed the link: {reason}")),
+                Ok(Message::Hello(_)) => Some("protocol violation: second hello".into()),
+                Err(e) => Some(format!("protocol violation: {e}")),
             }
-            Message::Ping(n) => {
-                // A full pong queue means the writer is stuck; the idle
-                // timeout on the other end will deal with it.
-                let _ = pongs.try_send(n);
-            }
-            Message::Pong(sent) => {
-                let sent = Duration::from_micros(sent);
-                if let Some(rtt) = started.elapsed().checked_sub(sent) {
-                    metrics.round_trip(peer, rtt);
-                }
-            }
-            Message::Bye(reason) => return format!("peer closed the link: {reason}"),
-            Message::Hello(_) => return "protocol violation: second hello".into(),
+        };
+        if let Some(reason) = ended {
+            return reason;
+        }
+        if body.capacity() > KEPT_FRAME_BUFFER {
+            // A catch-up frame's buffer is not kept for the link's life.
+            body = Vec::new();
         }
     }
+}
+
+/// The largest frame buffer a link keeps between frames.
+const KEPT_FRAME_BUFFER: usize = 256 * 1024;
+
+/// Checks a frame of updates, then offers them all; a reason to end the
+/// link if any line is bad (and then none is offered).
+async fn deliver(hub: &Hub, peer: &str, epoch: u64, head: Seq, lines: &[&[u8]]) -> Option<String> {
+    let mut updates = Vec::with_capacity(lines.len());
+    for line in lines {
+        match Report::check(line) {
+            Ok(update) => updates.push(update),
+            Err(e) => return Some(format!("protocol violation: bad update: {e}")),
+        }
+    }
+    // Only winners are copied out of the buffer, into their own
+    // allocation, so a stored report does not keep the frame alive.
+    let mut updates = updates.into_iter();
+    while updates.len() > 0 {
+        // A big frame must not keep a node's other work (its clients)
+        // waiting, on the lock or on this thread.
+        tokio::task::consume_budget().await;
+        hub.publish_all(updates.by_ref().take(PUBLISH_CHUNK), peer);
+    }
+    hub.advance(peer, epoch, head);
+    None
 }
 
 #[allow(clippy::too_many_arguments)]
