@@ -298,5 +298,22 @@ mod tests {
                 prop_assert!(forward.get(r.client()).is_some_and(|c| c.ptr_eq(r)));
             }
         }
+
+        /// A checked line, still in its buffer, settles exactly as the
+        /// report parsed from it would.
+        #[test]
+        fn checked_lines_settle_as_reports_do(reports in proptest::collection::vec((0usize..3, 0u64..3, 0u32..2, 0usize..3), 1..30)) {
+            let servers = ["Bailey", "Bona", "Campbell"];
+            let mut by_report = Store::new();
+            let mut by_line = Store::new();
+            for &(c, s, n, srv) in &reports {
+                let r = report(servers[srv], &format!("c{c}"), s, n);
+                let line = r.line().to_vec();
+                let expected = by_report.offer(r);
+                let got = by_line.offer(Report::check(&line).unwrap());
+                prop_assert_eq!(got, expected);
+            }
+            prop_assert_eq!(by_line.head(), by_report.head());
+        }
     }
 }

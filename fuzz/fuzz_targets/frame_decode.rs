@@ -5,12 +5,25 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use herd::peer::frame::{decode, encode, Message};
+use herd::peer::frame::{decode, decode_updates, encode, Message};
 use herd::report::Report;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(message) = decode(Bytes::copy_from_slice(data)) else {
+    // The links' borrowed decoding of updates agrees with `decode`.
+    let borrowed = decode_updates(data).ok();
+    let decoded = decode(Bytes::copy_from_slice(data));
+    match (&borrowed, &decoded) {
+        (Some((head, lines)), Ok(Message::Updates { head: h, lines: l })) => {
+            assert_eq!(head, h);
+            assert!(lines.iter().copied().eq(l.iter().map(|b| &b[..])));
+        }
+        (None, Ok(Message::Updates { .. })) | (Some(_), _) => {
+            panic!("decode_updates and decode disagree")
+        }
+        _ => {}
+    }
+    let Ok(message) = decoded else {
         return;
     };
     let mut out = BytesMut::new();

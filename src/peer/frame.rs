@@ -345,5 +345,38 @@ mod tests {
         fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(Bytes::from(bytes));
         }
+
+        /// The links' borrowed decoding gives back what was encoded, refuses
+        /// a cut or padded frame, and agrees with `decode`.
+        #[test]
+        fn borrowed_updates_agree_with_decode(
+            lines in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..6),
+            head in any::<u64>(),
+            cut in any::<prop::sample::Index>(),
+            noise in proptest::collection::vec(any::<u8>(), 1..3),
+        ) {
+            let lines: Vec<Bytes> = lines.into_iter().map(Bytes::from).collect();
+            let mut out = BytesMut::new();
+            encode(&Message::Updates { head, lines: lines.clone() }, &mut out);
+            let whole = out[4..].to_vec();
+            let cut = whole[..cut.index(whole.len())].to_vec();
+            let padded = [whole.clone(), noise].concat();
+            for (body, good) in [(whole, true), (cut, false), (padded, false)] {
+                prop_assert!(is_updates(&body) || body.is_empty());
+                let borrowed = decode_updates(&body).ok();
+                let owned = match decode(Bytes::from(body.clone())) {
+                    Ok(Message::Updates { head, lines }) => Some((head, lines)),
+                    _ => None,
+                };
+                prop_assert_eq!(borrowed.is_some(), good);
+                prop_assert_eq!(owned.is_some(), good);
+                if let (Some((h1, l1)), Some((h2, l2))) = (borrowed, owned) {
+                    prop_assert_eq!(h1, head);
+                    prop_assert_eq!(h2, head);
+                    prop_assert!(l1.iter().copied().eq(lines.iter().map(|l| &l[..])));
+                    prop_assert_eq!(l2, lines.clone());
+                }
+            }
+        }
     }
 }
