@@ -361,6 +361,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             avg.join(" ")
         ));
     }
+    let sysctl = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    // quic nodes ask for 4 MiB UDP buffers and get at most these.
+    results.notes.push(format!(
+        "UDP buffer caps: net.core.rmem_max {}, wmem_max {}",
+        sysctl("rmem_max"),
+        sysctl("wmem_max")
+    ));
     let started = Instant::now();
     println!(
         "bench{}: {:.1} s per load after {:.1} s warm-up, a {}-update burst, {} clients; {} cores",
