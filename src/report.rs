@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use triomphe::ThinArc;
 
@@ -23,7 +24,25 @@ use crate::timestamp::{parse_delta, write_delta, Timestamp, DELTA_MAX};
 /// increment. The location is parsed from the line when it is asked for
 /// (only WHATSAT needs it).
 #[derive(Clone)]
-pub struct Report(ThinArc<Meta, u8>);
+pub struct Report(ThinArc<Header, u8>);
+
+/// What precedes the line in a report's allocation.
+struct Header {
+    meta: Meta,
+    /// The change number the store holding this report gave it (0 until
+    /// stored). Kept here rather than beside the report in the store's
+    /// table, whose slots (about two per client) it would otherwise double.
+    seq: AtomicU64,
+}
+
+impl Header {
+    fn new(meta: Meta) -> Header {
+        Header {
+            meta,
+            seq: AtomicU64::new(0),
+        }
+    }
+}
 
 /// What is kept parsed beside the line: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +116,7 @@ impl Report {
             buf[at + 1..at + 1 + part.len()].copy_from_slice(part);
             at += 1 + part.len();
         }
-        Report(ThinArc::from_header_and_slice(meta, buf))
+        Report(ThinArc::from_header_and_slice(Header::new(meta), buf))
     }
 
     /// Parses and checks an AT line made by another server (copying it).
@@ -141,7 +160,30 @@ impl Report {
     }
 
     fn meta(&self) -> &Meta {
-        &self.0.header.header
+        &self.0.header.header.meta
+    }
+
+    /// The change number its store gave it, 0 if none has.
+    pub(crate) fn seq(&self) -> u64 {
+        self.0.header.header.seq.load(Relaxed)
+    }
+
+    /// Called by the store that takes it, before anyone else can see it.
+    pub(crate) fn set_seq(&self, seq: u64) {
+        self.0.header.header.seq.store(seq, Relaxed);
+    }
+
+    /// This report if no store holds it yet, or else a copy (a report
+    /// carries one store's change number).
+    pub(crate) fn unstored(self) -> Report {
+        if self.seq() == 0 {
+            self
+        } else {
+            Report(ThinArc::from_header_and_slice(
+                Header::new(*self.meta()),
+                self.line(),
+            ))
+        }
     }
 
     /// The AT line, without a line end.
@@ -217,7 +259,10 @@ impl Checked<'_> {
 
     /// The report, in its own allocation.
     pub fn to_report(&self) -> Report {
-        Report(ThinArc::from_header_and_slice(self.meta, self.line))
+        Report(ThinArc::from_header_and_slice(
+            Header::new(self.meta),
+            self.line,
+        ))
     }
 }
 

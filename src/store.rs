@@ -29,11 +29,11 @@ pub enum Offer {
 
 #[derive(Default)]
 pub struct Store {
-    /// Each client's current report, with its change number, found by the
-    /// report's own client ID (so the table keeps no separate copy of it).
-    /// The hasher is keyed at random per process: client IDs come from
-    /// anyone.
-    clients: HashTable<(Report, Seq)>,
+    /// Each client's current report, found by the report's own client ID
+    /// (so the table keeps no separate copy of it); the report carries its
+    /// change number. One pointer per slot. The hasher is keyed at random
+    /// per process: client IDs come from anyone.
+    clients: HashTable<Report>,
     hasher: DefaultHashBuilder,
     /// The change index: every winning report in change order, with its
     /// number. A report that is superseded leaves a hole (None) behind,
@@ -64,7 +64,7 @@ impl Update for Report {
         Report::newness(self, current)
     }
     fn into_report(self) -> Report {
-        self
+        self.unstored()
     }
 }
 
@@ -95,29 +95,30 @@ impl Store {
         let hash = hasher.hash_one(update.client());
         let entry = self.clients.entry(
             hash,
-            |(current, _)| current.client() == update.client(),
-            |(r, _)| hasher.hash_one(r.client()),
+            |current| current.client() == update.client(),
+            |r| hasher.hash_one(r.client()),
         );
         let seq = self.head + 1;
         let report;
         match entry {
             Entry::Occupied(mut slot) => {
-                let (current, current_seq) = slot.get_mut();
+                let current = slot.get_mut();
                 if update.newness(current) != Ordering::Greater {
                     return Offer::Lost(current.clone());
                 }
                 report = update.into_report();
-                let old = self.changes.partition_point(|&(s, _)| s < *current_seq);
+                report.set_seq(seq);
+                let old = self.changes.partition_point(|&(s, _)| s < current.seq());
                 if let Some((_, hole)) = self.changes.get_mut(old) {
                     *hole = None;
                     self.holes += 1;
                 }
                 *current = report.clone();
-                *current_seq = seq;
             }
             Entry::Vacant(slot) => {
                 report = update.into_report();
-                slot.insert((report.clone(), seq));
+                report.set_seq(seq);
+                slot.insert(report.clone());
             }
         }
         self.head = seq;
@@ -136,9 +137,7 @@ impl Store {
 
     pub fn get(&self, client: &[u8]) -> Option<&Report> {
         let hash = self.hasher.hash_one(client);
-        self.clients
-            .find(hash, |(r, _)| r.client() == client)
-            .map(|(r, _)| r)
+        self.clients.find(hash, |r| r.client() == client)
     }
 
     /// The number of the latest change.
@@ -271,6 +270,28 @@ mod tests {
         for (seq, r) in store.changes_since(0) {
             assert_eq!(r.time().secs(), 999, "seq {seq}");
         }
+    }
+
+    /// A report carries its store's change number, so a second store takes
+    /// a copy, and each keeps its own numbers right.
+    #[test]
+    fn two_stores_never_share_a_report() {
+        let (mut a, mut b) = (Store::new(), Store::new());
+        let first = report("Clark", "x", 1, 0);
+        a.offer(report("Clark", "y", 1, 0));
+        a.offer(first.clone());
+        b.offer(first.clone());
+        let in_b = b.get(b"x").unwrap();
+        assert!(a.get(b"x").unwrap().ptr_eq(&first));
+        assert!(!in_b.ptr_eq(&first));
+        assert_eq!(in_b, &first);
+        assert_eq!((first.seq(), in_b.seq()), (2, 1));
+        let newer = report("Clark", "x", 2, 0);
+        a.offer(newer.clone());
+        b.offer(newer);
+        assert_eq!(a.changes_since(0).count(), 2);
+        assert_eq!(b.changes_since(0).count(), 1);
+        assert_eq!(b.changes_since(0).next().unwrap().0, 2);
     }
 
     proptest! {
