@@ -359,12 +359,11 @@ fn date(t: UnixTime) -> String {
     .to_string()
 }
 
+/// A two-node herd with its certificates, for tests of what uses them.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::certs::{write_herd, Ca, Validity, CA_COMMON_NAME};
-
-    const DAY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) mod fixture {
+    use crate::certs::{write_herd, Ca};
+    use crate::config::Config;
 
     const TWO: &str = r#"
 certs = "certs"
@@ -381,7 +380,7 @@ neighbours = ["Alpha"]
 
     /// A two-node herd with its certificates written, and the CA that
     /// signed them.
-    fn herd() -> (tempfile::TempDir, Config, Ca) {
+    pub fn herd() -> (tempfile::TempDir, Config, Ca) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(TWO, &dir.path().join("herd.toml")).unwrap();
         write_herd(&config, &config.certs, false).unwrap();
@@ -389,6 +388,15 @@ neighbours = ["Alpha"]
         let ca = Ca::from_pem(&read("ca.pem"), &read("ca.key")).unwrap();
         (dir, config, ca)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::herd;
+    use super::*;
+    use crate::certs::{Ca, Validity, CA_COMMON_NAME};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     /// Replaces Alpha's certificate and key with ones issued by `ca`.
     fn reissue_alpha(config: &Config, ca: &Ca, extra: &[&str], validity: Validity) {

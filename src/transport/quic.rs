@@ -280,21 +280,8 @@ impl Transport for QuicTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::write_herd;
+    use crate::tls::fixture::herd;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    const TWO: &str = r#"
-transport = "quic"
-certs = "certs"
-[nodes.Alpha]
-client = "127.0.0.1:0"
-peer = "127.0.0.1:0"
-neighbours = ["Beta"]
-[nodes.Beta]
-client = "127.0.0.1:0"
-peer = "127.0.0.1:0"
-neighbours = ["Alpha"]
-"#;
 
     async fn bind(config: &Config, node: &str) -> QuicTransport {
         let tls = tls::load(config, node).unwrap();
@@ -311,9 +298,7 @@ neighbours = ["Alpha"]
     /// ever found.
     #[tokio::test]
     async fn loopback_links_use_big_datagrams_and_stay_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(TWO, &dir.path().join("herd.toml")).unwrap();
-        write_herd(&config, &config.certs, false).unwrap();
+        let (_dir, config, _ca) = herd();
         let alpha = bind(&config, "Alpha").await;
         let beta = bind(&config, "Beta").await;
         let beta_addr = beta.local_addr().to_string();
