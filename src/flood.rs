@@ -100,7 +100,8 @@ impl Hub {
         }
     }
 
-    /// A receiver that wakes on every change of table or links.
+    /// A receiver that wakes on every change of table or links, and of how
+    /// far a neighbour is known to have sent.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
@@ -290,11 +291,22 @@ impl Hub {
     pub fn advance(&self, peer: &str, epoch: u64, seq: Seq) {
         let mut inner = self.lock();
         let head = inner.heads.entry(peer.to_string()).or_default();
+        let before = *head;
         if head.epoch != epoch {
             *head = Head { epoch, seq };
         } else {
             head.seq = head.seq.max(seq);
         }
+        let moved = *head != before;
+        drop(inner);
+        if moved {
+            self.bump();
+        }
+    }
+
+    /// The number of this node's latest change.
+    pub fn head(&self) -> Seq {
+        self.lock().store.head()
     }
 }
 

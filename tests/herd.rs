@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Herd, REFERENCE};
+use common::{until, Client, Herd, REFERENCE};
 use std::time::Duration;
 
 use herd::config::TransportKind;
@@ -212,6 +212,48 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
     herd.shutdown().await;
 }
 
+/// A node that only receives a neighbour's updates sends it nothing per
+/// update: how far it got rides with its next ping (or its next updates).
+async fn a_node_that_only_receives_answers_with_its_pings(transport: TransportKind) {
+    let herd = Herd::start(transport, &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])]).await;
+    herd.settled().await;
+    let frames_from_beta = || herd.hub("Alpha").metrics().peer_statuses()["Beta"].messages_in;
+    let before = frames_from_beta();
+    // Ten updates at Alpha, each its own frame to Beta (spaced past the
+    // batch window), each a change at Beta that Alpha need not hear of.
+    let mut last = None;
+    for i in 0..10u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let time = Timestamp::new(2_000 + i, 0).unwrap();
+        let report = Report::new(
+            "Alpha",
+            Timestamp::now(),
+            format!("r{i}").as_bytes(),
+            b"+1+1",
+            time.secs().to_string().as_bytes(),
+            time,
+        );
+        herd.hub("Alpha").publish(report.clone(), None);
+        last = Some(report);
+    }
+    let last = last.unwrap();
+    herd.holds("Beta", last.client(), last.line()).await;
+    // At most a ping (after the head it carries) and a pong from Beta
+    // meanwhile; a frame per update back would be ten more.
+    let frames = frames_from_beta() - before;
+    assert!(
+        frames <= 3,
+        "{frames} frames from Beta for 10 updates it only received"
+    );
+    // Alpha still learns how far Beta got, with Beta's next ping.
+    let beta_head = herd.hub("Beta").head();
+    until(herd.hub("Alpha"), |hub| {
+        hub.head_of("Beta").seq >= beta_head
+    })
+    .await;
+    herd.shutdown().await;
+}
+
 macro_rules! suite {
     ($($transport:ident => $kind:expr),*) => {$(
         mod $transport {
@@ -240,6 +282,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_busy_link_gathers_updates_into_one_frame_per_window() {
                 super::a_busy_link_gathers_updates_into_one_frame_per_window($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_node_that_only_receives_answers_with_its_pings() {
+                super::a_node_that_only_receives_answers_with_its_pings($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

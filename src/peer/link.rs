@@ -227,11 +227,17 @@ async fn transmit(
     let window = settings.batch_window;
     // When the last frame of updates went out.
     let mut last_sent: Option<Instant> = None;
+    // A head not yet sent: see below.
+    let mut held: Option<Seq> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 // Everything queued goes out before the goodbye.
+                if let Some(head) = held.take() {
+                    encode(head, &[], &mut buf);
+                    frames += 1;
+                }
                 while live.recv_many(&mut batch, BATCH).now_or_never().is_some_and(|n| n > 0) {
                     while !batch.is_empty() {
                         let n = fit(&batch, BATCH, budget);
@@ -246,6 +252,18 @@ async fn transmit(
             got = live.recv_many(&mut batch, BATCH) => {
                 if got == 0 {
                     return "queue closed".into();
+                }
+                // Changes without a line (the peer's own updates, winning
+                // here) only move the head the peer knows we have. The head
+                // rides with the next frame of updates or the next ping:
+                // a frame of its own per window would make every link back
+                // towards where updates come from as busy as the link that
+                // brings them, for nothing the peer needs at once (catch-up
+                // after a drop merely resends a few of its own updates).
+                if batch.iter().all(|(_, report)| report.is_none()) {
+                    held = batch.last().map(|(seq, _)| *seq);
+                    batch.clear();
+                    continue;
                 }
                 if got < BATCH {
                     // Under load (a frame went out less than a window ago),
@@ -274,6 +292,7 @@ async fn transmit(
                     batch.drain(..n);
                     frames += 1;
                 }
+                held = None;
                 last_sent = Some(Instant::now());
             }
             Some(n) = pongs.recv() => {
@@ -281,6 +300,10 @@ async fn transmit(
                 frames += 1;
             }
             _ = ping.tick() => {
+                if let Some(head) = held.take() {
+                    encode(head, &[], &mut buf);
+                    frames += 1;
+                }
                 frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
                 frames += 1;
             }
