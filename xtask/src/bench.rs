@@ -225,13 +225,27 @@ pub struct Results {
 
 impl Results {
     /// The ceiling's rate for a load, if it was measured.
+    /// The mean of its readings, when it was measured both before and
+    /// after the herd (the machine's own speed drifts).
     pub fn ceiling_rate(&self, conns: usize, depth: usize) -> Option<f64> {
-        self.loads
+        let rates: Vec<f64> = self
+            .loads
             .iter()
-            .find(|l| l.config == "ceiling" && l.conns == conns && l.depth == depth)
-            .and_then(|l| l.result.as_ref())
+            .filter(|l| is_ceiling(&l.config) && l.conns == conns && l.depth == depth)
+            .filter_map(|l| l.result.as_ref())
             .map(LoadResult::rate)
+            .collect();
+        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
     }
+}
+
+/// The ceiling's configuration names: its first reading, and its second
+/// after the herd.
+pub const CEILING: &str = "ceiling";
+pub const CEILING_AGAIN: &str = "ceiling, again";
+
+pub fn is_ceiling(config: &str) -> bool {
+    config == CEILING || config == CEILING_AGAIN
 }
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -387,7 +401,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             continue;
         }
         let outcome = match stage {
-            Stage::Ceiling => ceiling_stage(&rt, &exe, &params, &mut results),
+            Stage::Ceiling => ceiling_stage(&rt, &exe, &params, &mut results, CEILING),
             Stage::Tcp => herd_stage(
                 &rt,
                 &herd_bin,
@@ -413,6 +427,34 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let name = format!("{stage:?}").to_lowercase();
             eprintln!("{name}: FAILED: {e:#}");
             results.failures.push(format!("{name}: {e:#}"));
+        }
+    }
+    // The machine's speed drifts over a run: the ceiling is measured again
+    // after the herd, and shares are of the mean of its two readings.
+    let herd_ran = args.only.iter().any(|s| *s != Stage::Ceiling);
+    if args.only.contains(&Stage::Ceiling) && herd_ran && !interrupted() {
+        if let Err(e) = ceiling_stage(&rt, &exe, &params, &mut results, CEILING_AGAIN) {
+            eprintln!("ceiling, again: FAILED: {e:#}");
+            results.failures.push(format!("ceiling, again: {e:#}"));
+        }
+        for (conns, depth) in LOADS {
+            let reading = |config: &str| {
+                results
+                    .loads
+                    .iter()
+                    .find(|l| l.config == config && l.conns == conns && l.depth == depth)
+                    .and_then(|l| l.result.as_ref())
+                    .map(LoadResult::rate)
+            };
+            if let (Some(before), Some(after)) = (reading(CEILING), reading(CEILING_AGAIN)) {
+                results.notes.push(format!(
+                    "ceiling {conns}×{depth}: {} replies/s before the herd, {} after ({:+.0}%); \
+                     shares are of their mean",
+                    bench_report::thousands(before),
+                    bench_report::thousands(after),
+                    100.0 * (after - before) / before
+                ));
+            }
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -491,8 +533,14 @@ fn common_readings() -> [(String, f64); 2] {
     ]
 }
 
-fn ceiling_stage(rt: &Runtime, exe: &Path, params: &Params, results: &mut Results) -> Result<()> {
-    println!("\n== ceiling (a line server that only answers)");
+fn ceiling_stage(
+    rt: &Runtime,
+    exe: &Path,
+    params: &Params,
+    results: &mut Results,
+    config: &str,
+) -> Result<()> {
+    println!("\n== {config} (a line server that only answers)");
     let mut ceiling = Ceiling::start(exe)?;
     let reading = |c: &Ceiling| {
         let mut r = vec![(
@@ -510,22 +558,22 @@ fn ceiling_stage(rt: &Runtime, exe: &Path, params: &Params, results: &mut Result
             depth,
             warmup: params.warmup,
             measure: params.measure,
-            tag: format!("ceiling-{conns}x{depth}"),
+            tag: format!("{}-{conns}x{depth}", config.replace([',', ' '], "")),
         };
         let before = reading(&ceiling);
         let t = Instant::now();
         let result = block(rt, loadgen::closed_loop(spec));
         let cpu = cores(&before, &reading(&ceiling), t.elapsed());
         let result = result.with_context(|| format!("{conns}×{depth} load"))?;
-        print_load("ceiling", conns, depth, &result, None);
+        print_load(config, conns, depth, &result, None);
         if result.bad > 0 {
             results.failures.push(format!(
-                "ceiling {conns}×{depth}: {} wrong replies, first {:?}",
+                "{config} {conns}×{depth}: {} wrong replies, first {:?}",
                 result.bad, result.first_bad
             ));
         }
         results.loads.push(LoadRow {
-            config: "ceiling".into(),
+            config: config.into(),
             conns,
             depth,
             result: Some(result),
@@ -1004,4 +1052,34 @@ async fn propagate(
         verified,
         cpu,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(config: &str, replies: u64) -> LoadRow {
+        LoadRow {
+            config: config.into(),
+            conns: 50,
+            depth: 1,
+            result: Some(LoadResult {
+                replies,
+                seconds: 1.0,
+                ..LoadResult::default()
+            }),
+            cpu: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn shares_are_of_the_mean_of_the_ceilings_readings() {
+        let mut results = Results::default();
+        results.loads.push(row(CEILING, 100_000));
+        assert_eq!(results.ceiling_rate(50, 1), Some(100_000.0));
+        results.loads.push(row("tcp", 60_000));
+        results.loads.push(row(CEILING_AGAIN, 140_000));
+        assert_eq!(results.ceiling_rate(50, 1), Some(120_000.0));
+        assert_eq!(results.ceiling_rate(10, 32), None);
+    }
 }

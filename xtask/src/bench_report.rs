@@ -13,7 +13,7 @@ use crate::bench::{
 };
 use crate::bench_procs::TOPOLOGY;
 
-fn thousands(n: f64) -> String {
+pub fn thousands(n: f64) -> String {
     let n = n.round() as u64;
     let digits = n.to_string();
     let mut out = String::new();
@@ -79,7 +79,8 @@ pub fn markdown(r: &Results) -> String {
          Loads: {:.1} s measured after {:.1} s of warm-up; IAMATs at Clark, every reply checked; \
          latency per request, from the write that carried it to the read that brought its reply. \
          Ceiling: a line server that only answers (same parse, same AT line, nothing stored, \
-         flooded or logged).\n",
+         flooded or logged), measured before the herd and again after it; shares are of the \
+         mean of its two readings.\n",
         git_commit().unwrap_or_else(|| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         p.measure.as_secs_f64(),
@@ -93,9 +94,8 @@ pub fn markdown(r: &Results) -> String {
     md.push_str("| --- | --- | ---: | ---: | ---: | ---: |\n");
     for row in &r.loads {
         let Some(res) = &row.result else { continue };
-        let share = match (row.config.as_str(), r.ceiling_rate(row.conns, row.depth)) {
-            ("ceiling", _) => "100%".to_string(),
-            (_, Some(c)) if c > 0.0 => format!("{:.0}%", 100.0 * res.rate() / c),
+        let share = match r.ceiling_rate(row.conns, row.depth) {
+            Some(c) if c > 0.0 => format!("{:.0}%", 100.0 * res.rate() / c),
             _ => "n/a".to_string(),
         };
         let _ = writeln!(
@@ -402,7 +402,7 @@ const COLOURS: [RGBColor; 6] = [
 
 fn colour_of(config: &str, depth: usize) -> RGBColor {
     let base = match config {
-        "ceiling" => 0,
+        c if crate::bench::is_ceiling(c) => 0,
         "tcp" => 2,
         _ => 4,
     };
