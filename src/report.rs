@@ -20,8 +20,8 @@ use crate::timestamp::{parse_delta, write_delta, Timestamp, DELTA_MAX};
 /// A node holds one per client (a million is ordinary) and shares it with
 /// every link that forwards it, so a report is one reference-counted
 /// allocation: a thin pointer to the count, a small header (the client
-/// time and where the fields are) and the line itself. Cloning is a count
-/// increment. The location is parsed from the line when it is asked for
+/// time, where the fields are, and the change number its store gave it)
+/// and the line itself. Cloning is a count increment. The location is parsed from the line when it is asked for
 /// (only WHATSAT needs it).
 #[derive(Clone)]
 pub struct Report(ThinArc<Header, u8>);
