@@ -36,10 +36,10 @@ struct Header {
 }
 
 impl Header {
-    fn new(meta: Meta) -> Header {
+    fn new(meta: Meta, seq: u64) -> Header {
         Header {
             meta,
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(seq),
         }
     }
 }
@@ -116,7 +116,7 @@ impl Report {
             buf[at + 1..at + 1 + part.len()].copy_from_slice(part);
             at += 1 + part.len();
         }
-        Report(ThinArc::from_header_and_slice(Header::new(meta), buf))
+        Report(ThinArc::from_header_and_slice(Header::new(meta, 0), buf))
     }
 
     /// Parses and checks an AT line made by another server (copying it).
@@ -168,21 +168,22 @@ impl Report {
         self.0.header.header.seq.load(Relaxed)
     }
 
-    /// Called by the store that takes it, before anyone else can see it.
-    pub(crate) fn set_seq(&self, seq: u64) {
-        self.0.header.header.seq.store(seq, Relaxed);
-    }
-
-    /// This report if no store holds it yet, or else a copy (a report
+    /// This report numbered `seq` by the store that takes it, or a copy so
+    /// numbered if another store already numbered this one (a report
     /// carries one store's change number).
-    pub(crate) fn unstored(self) -> Report {
-        if self.seq() == 0 {
-            self
-        } else {
-            Report(ThinArc::from_header_and_slice(
-                Header::new(*self.meta()),
+    pub(crate) fn numbered(self, seq: u64) -> Report {
+        let claimed = self
+            .0
+            .header
+            .header
+            .seq
+            .compare_exchange(0, seq, Relaxed, Relaxed);
+        match claimed {
+            Ok(_) => self,
+            Err(_) => Report(ThinArc::from_header_and_slice(
+                Header::new(*self.meta(), seq),
                 self.line(),
-            ))
+            )),
         }
     }
 
@@ -259,8 +260,13 @@ impl Checked<'_> {
 
     /// The report, in its own allocation.
     pub fn to_report(&self) -> Report {
+        self.numbered(0)
+    }
+
+    /// The report, in its own allocation, numbered `seq` by its store.
+    pub(crate) fn numbered(self, seq: u64) -> Report {
         Report(ThinArc::from_header_and_slice(
-            Header::new(self.meta),
+            Header::new(self.meta, seq),
             self.line,
         ))
     }

@@ -53,7 +53,8 @@ pub trait Update {
     fn client(&self) -> &[u8];
     /// [`Report::newness`] against the stored report.
     fn newness(&self, current: &Report) -> Ordering;
-    fn into_report(self) -> Report;
+    /// The report to store, numbered `seq`.
+    fn into_report(self, seq: Seq) -> Report;
 }
 
 impl Update for Report {
@@ -63,8 +64,8 @@ impl Update for Report {
     fn newness(&self, current: &Report) -> Ordering {
         Report::newness(self, current)
     }
-    fn into_report(self) -> Report {
-        self.unstored()
+    fn into_report(self, seq: Seq) -> Report {
+        self.numbered(seq)
     }
 }
 
@@ -75,8 +76,8 @@ impl Update for Checked<'_> {
     fn newness(&self, current: &Report) -> Ordering {
         Checked::newness(self, current)
     }
-    fn into_report(self) -> Report {
-        self.to_report()
+    fn into_report(self, seq: Seq) -> Report {
+        self.numbered(seq)
     }
 }
 
@@ -106,8 +107,7 @@ impl Store {
                 if update.newness(current) != Ordering::Greater {
                     return Offer::Lost(current.clone());
                 }
-                report = update.into_report();
-                report.set_seq(seq);
+                report = update.into_report(seq);
                 let old = self.changes.partition_point(|&(s, _)| s < current.seq());
                 if let Some((_, hole)) = self.changes.get_mut(old) {
                     *hole = None;
@@ -116,8 +116,7 @@ impl Store {
                 *current = report.clone();
             }
             Entry::Vacant(slot) => {
-                report = update.into_report();
-                report.set_seq(seq);
+                report = update.into_report(seq);
                 slot.insert(report.clone());
             }
         }
@@ -292,6 +291,36 @@ mod tests {
         assert_eq!(a.changes_since(0).count(), 2);
         assert_eq!(b.changes_since(0).count(), 1);
         assert_eq!(b.changes_since(0).next().unwrap().0, 2);
+    }
+
+    /// Two stores taking the same new report at the same moment: one keeps
+    /// it, the other a copy, never both the same allocation.
+    #[test]
+    fn stores_racing_for_one_report_never_share_it() {
+        for round in 0..200 {
+            let r = report("Clark", &format!("c{round}"), 1, 0);
+            let barrier = std::sync::Barrier::new(2);
+            let held: Vec<Report> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (r, barrier) = (r.clone(), &barrier);
+                        scope.spawn(move || {
+                            let mut store = Store::new();
+                            store.offer(report("Clark", "pad", 1, 0));
+                            barrier.wait();
+                            store.offer(r.clone());
+                            store.get(r.client()).unwrap().clone()
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert!(
+                !held[0].ptr_eq(&held[1]),
+                "round {round}: one allocation in two stores"
+            );
+            assert_eq!((held[0].seq(), held[1].seq()), (2, 2));
+        }
     }
 
     proptest! {
