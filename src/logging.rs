@@ -1035,17 +1035,28 @@ mod tests {
             let gate = gate.clone();
             let sink = sink.clone();
             move || {
-                std::thread::sleep(Duration::from_millis(200));
-                assert!(gate.text().is_empty());
-                // Producers wait rather than grow the buffer (a line at
-                // most goes over the cap).
-                let held = sink.0.lock().buf.len();
-                assert!((4096..4096 + 200).contains(&held), "{held} bytes held");
+                // Until the producers have filled the buffer to its cap
+                // (nothing signals that, so look, with a deadline).
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while sink.0.lock().buf.len() < 4096 && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                // Then a window in which producers that did not wait would
+                // run the buffer far past it (not a wait for an event: the
+                // property checked is that nothing happens).
+                std::thread::sleep(Duration::from_millis(50));
+                let seen = (gate.text().is_empty(), sink.0.lock().buf.len());
+                // Opened whatever was seen, so a failure fails, not hangs.
                 gate.set(true);
+                seen
             }
         });
         produce(&sink, 4, 2_000);
-        released.join().unwrap();
+        let (nothing_written, held) = released.join().unwrap();
+        assert!(nothing_written);
+        // Producers wait rather than grow the buffer (the check and the
+        // append share the lock, so a line at most goes over the cap).
+        assert!((4096..4096 + 200).contains(&held), "{held} bytes held");
         drop(guard);
         check_lines(&gate.text(), 4, 2_000);
     }
