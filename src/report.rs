@@ -66,6 +66,12 @@ impl Meta {
             server_len: server_len as u8,
         }
     }
+
+    /// The client ID within `line`, the line this header describes.
+    fn client<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        let start = self.client_start as usize;
+        &line[start..start + self.client_len as usize]
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,10 +186,11 @@ impl Report {
             .compare_exchange(0, seq, Relaxed, Relaxed);
         match claimed {
             Ok(_) => self,
-            Err(_) => Report(ThinArc::from_header_and_slice(
-                Header::new(*self.meta(), seq),
-                self.line(),
-            )),
+            Err(_) => Checked {
+                line: self.line(),
+                meta: *self.meta(),
+            }
+            .numbered(seq),
         }
     }
 
@@ -199,9 +206,7 @@ impl Report {
 
     /// The client ID, as the client sent it.
     pub fn client(&self) -> &[u8] {
-        let meta = self.meta();
-        let start = meta.client_start as usize;
-        &self.line()[start..start + meta.client_len as usize]
+        self.meta().client(self.line())
     }
 
     /// The client's location (the fifth field).
@@ -249,8 +254,7 @@ pub struct Checked<'a> {
 
 impl Checked<'_> {
     pub fn client(&self) -> &[u8] {
-        let start = self.meta.client_start as usize;
-        &self.line[start..start + self.meta.client_len as usize]
+        self.meta.client(self.line)
     }
 
     /// [`Report::newness`], against a stored report.
