@@ -158,6 +158,19 @@ async fn a_node_stopping_still_sends_what_it_acknowledged(transport: TransportKi
     herd.shutdown().await;
 }
 
+/// An update as Alpha makes it for `client`, at client time `secs`.
+fn made_at_alpha(client: &str, secs: u64) -> Report {
+    let time = Timestamp::new(secs, 0).unwrap();
+    Report::new(
+        "Alpha",
+        Timestamp::now(),
+        client.as_bytes(),
+        b"+1+1",
+        time.secs().to_string().as_bytes(),
+        time,
+    )
+}
+
 /// Under load a link sends one frame per batch window; the first update
 /// after a quiet spell goes at once.
 async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: TransportKind) {
@@ -169,18 +182,7 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
     )
     .await;
     herd.settled().await;
-    let report = |i: u64| {
-        let time = Timestamp::new(1_000 + i, 0).unwrap();
-        let text = time.secs().to_string();
-        Report::new(
-            "Alpha",
-            Timestamp::now(),
-            format!("c{i}").as_bytes(),
-            b"+1+1",
-            text.as_bytes(),
-            time,
-        )
-    };
+    let report = |i: u64| made_at_alpha(&format!("c{i}"), 1_000 + i);
     let frames_from_alpha = || herd.hub("Beta").metrics().peer_statuses()["Alpha"].messages_in;
     // The link was quiet: the first update does not wait for a window.
     let first = report(0);
@@ -224,15 +226,7 @@ async fn a_node_that_only_receives_answers_with_its_pings(transport: TransportKi
     let mut last = None;
     for i in 0..10u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let time = Timestamp::new(2_000 + i, 0).unwrap();
-        let report = Report::new(
-            "Alpha",
-            Timestamp::now(),
-            format!("r{i}").as_bytes(),
-            b"+1+1",
-            time.secs().to_string().as_bytes(),
-            time,
-        );
+        let report = made_at_alpha(&format!("r{i}"), 2_000 + i);
         herd.hub("Alpha").publish(report.clone(), None);
         last = Some(report);
     }
