@@ -57,6 +57,10 @@ fn formatting(c: &mut Criterion) {
     c.bench_function("Report::parse", |b| {
         b.iter(|| Report::parse(black_box(&line)))
     });
+    // What a link does with every line a neighbour sends, winner or not.
+    c.bench_function("Report::check", |b| {
+        b.iter(|| Report::check(black_box(&line)).is_ok())
+    });
 }
 
 fn storing(c: &mut Criterion) {

@@ -51,27 +51,40 @@ fn degrees(text: &[u8], max: u32) -> Option<f64> {
 }
 
 /// Checks that `DIGITS[.DIGITS]` is a well-formed decimal no greater than
-/// `max`, comparing digits rather than floating-point values.
+/// `max`, comparing digits rather than floating-point values. One pass
+/// (every line a neighbour sends has two of these).
 pub(crate) fn decimal_at_most(text: &[u8], max: u32) -> Option<()> {
-    let (int, frac) = match text.iter().position(|&b| b == b'.') {
-        Some(dot) => (&text[..dot], &text[dot + 1..]),
-        None => (text, &b""[..]),
+    // The integer part's value, refused from a billion up (ten significant
+    // digits), so it fits whatever the number of leading zeros.
+    let mut whole: u64 = 0;
+    let mut digits = 0;
+    for &b in text {
+        let d = b.wrapping_sub(b'0');
+        if d >= 10 {
+            break;
+        }
+        whole = whole * 10 + u64::from(d);
+        if whole >= 1_000_000_000 {
+            return None;
+        }
+        digits += 1;
+    }
+    let frac_zero = match &text[digits..] {
+        _ if digits == 0 => return None,
+        [] => true,
+        [b'.', frac @ ..] if !frac.is_empty() => {
+            let mut zero = true;
+            for &b in frac {
+                if !b.is_ascii_digit() {
+                    return None;
+                }
+                zero &= b == b'0';
+            }
+            zero
+        }
+        _ => return None,
     };
-    let has_dot = int.len() < text.len();
-    if int.is_empty() || (has_dot && frac.is_empty()) {
-        return None;
-    }
-    if !int.iter().chain(frac).all(u8::is_ascii_digit) {
-        return None;
-    }
-    let significant = &int[int.iter().position(|&b| b != b'0').unwrap_or(int.len())..];
-    if significant.len() > 9 {
-        return None;
-    }
-    let whole: u32 = significant
-        .iter()
-        .fold(0, |acc, &d| acc * 10 + u32::from(d - b'0'));
-    let frac_zero = frac.iter().all(|&b| b == b'0');
+    let max = u64::from(max);
     (whole < max || (whole == max && frac_zero)).then_some(())
 }
 
@@ -144,6 +157,33 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = Location::parse(&bytes);
+        }
+
+        /// Against the definition: digits, optionally a dot and more
+        /// digits, and a value no greater than `max` (exactly: the integer
+        /// part below it, or equal with a zero fraction).
+        #[test]
+        fn decimal_at_most_is_exact(
+            int in prop_oneof![
+                "[0-9]{0,12}",
+                "0{0,12}(0|1|89|90|91|179|180|181|20000|999999999|1000000000)",
+            ],
+            rest in "([.][0-9]{0,4})?[.x+]?",
+            max in prop::sample::select(vec![0u32, 1, 90, 180, 20_000, 999_999_999]),
+        ) {
+            let text = int + &rest;
+            let well_formed = match text.split_once('.') {
+                Some((int, frac)) => !int.is_empty() && !frac.is_empty()
+                    && (int.to_owned() + frac).bytes().all(|b| b.is_ascii_digit()),
+                None => !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()),
+            };
+            let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+            let at_most = well_formed && {
+                let whole: u128 = int.parse().unwrap();
+                whole < u128::from(max)
+                    || (whole == u128::from(max) && frac.bytes().all(|b| b == b'0'))
+            };
+            prop_assert_eq!(decimal_at_most(text.as_bytes(), max).is_some(), at_most, "{}", text);
         }
     }
 }

@@ -165,12 +165,15 @@ pub fn parse_delta(text: &[u8]) -> Option<i128> {
     if int.len() > 1 && int[0] == b'0' {
         return None;
     }
-    // At most 20 digits and nine: no overflow in an i128.
-    let value_of = |text: &[u8]| {
-        text.iter()
-            .fold(0i128, |acc, &d| acc * 10 + i128::from(d - b'0'))
-    };
-    let value = value_of(int) * NANOS_PER_SEC + value_of(frac);
+    // Whole seconds: at most 20 digits, which fit a u128 (not always a
+    // u64); the nine fraction digits fit a u32.
+    let whole = int
+        .iter()
+        .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
+    let nanos = frac
+        .iter()
+        .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+    let value = whole as i128 * NANOS_PER_SEC + i128::from(nanos);
     if negative && value == 0 {
         return None;
     }
