@@ -402,21 +402,32 @@ impl Config {
                 ));
             }
         }
-        let mut ports: HashMap<(String, u16), String> = HashMap::new();
+        // Two sockets clash only over the same protocol: a quic peer port
+        // (UDP) may have the number of a client or admin port (TCP).
+        let peer_protocol = match raw.transport {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Quic => "udp",
+        };
+        let mut ports: HashMap<(&str, String, u16), String> = HashMap::new();
         for (name, node) in &raw.nodes {
-            let mut addrs = vec![("client", node.client.ip().to_string(), node.client.port())];
+            let mut addrs = vec![(
+                "client",
+                "tcp",
+                node.client.ip().to_string(),
+                node.client.port(),
+            )];
             if let Some((host, port)) = split_host_port(&node.peer) {
-                addrs.push(("peer", host.to_string(), port));
+                addrs.push(("peer", peer_protocol, host.to_string(), port));
             }
             if let Some(admin) = node.admin {
-                addrs.push(("admin", admin.ip().to_string(), admin.port()));
+                addrs.push(("admin", "tcp", admin.ip().to_string(), admin.port()));
             }
-            for (key, host, port) in addrs {
+            for (key, protocol, host, port) in addrs {
                 if port == 0 {
                     continue;
                 }
                 let here = format!("nodes.{name}.{key}");
-                if let Some(first) = ports.insert((host.clone(), port), here.clone()) {
+                if let Some(first) = ports.insert((protocol, host.clone(), port), here.clone()) {
                     problem(format!("{here}: {host}:{port} is already used by {first}"));
                 }
             }
@@ -636,6 +647,11 @@ neighbours = ["A"]
             p[0].contains("nodes.B.client") && p[0].contains("already used by nodes.A.client"),
             "{p:?}"
         );
+        let p = problems(&GOOD.replace("1100", "1000"));
+        assert!(
+            p[0].contains("nodes.A.peer") && p[0].contains("already used by nodes.A.client"),
+            "{p:?}"
+        );
 
         let p = problems(&format!("{GOOD}\nbogus = 1\n"));
         assert!(p[0].contains("bogus"), "{p:?}");
@@ -656,6 +672,23 @@ neighbours = ["A"]
         );
         assert!(
             p.iter().any(|l| l.contains("nodes.B_b: a node name")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_quic_peer_port_may_share_its_number_with_a_tcp_port() {
+        // UDP and TCP ports are separate: a free-port picker may well hand
+        // out the same number for both.
+        let text = GOOD
+            .replace("transport = \"tcp\"", "transport = \"quic\"")
+            .replace("127.0.0.1:1100", "127.0.0.1:1000");
+        let c = load(&text).unwrap();
+        assert_eq!(c.nodes["A"].peer, "127.0.0.1:1000");
+        // Two UDP ports still clash.
+        let p = problems(&text.replace("localhost:1101", "127.0.0.1:1000"));
+        assert!(
+            p[0].contains("nodes.B.peer") && p[0].contains("already used by nodes.A.peer"),
             "{p:?}"
         );
     }
