@@ -224,16 +224,22 @@ pub struct Results {
 }
 
 impl Results {
-    /// The ceiling's rate for a load, if it was measured.
-    /// The mean of its readings, when it was measured both before and
-    /// after the herd (the machine's own speed drifts).
-    pub fn ceiling_rate(&self, conns: usize, depth: usize) -> Option<f64> {
-        let rates: Vec<f64> = self
-            .loads
+    /// The rate `config` reached under a load, if it was measured.
+    pub fn rate(&self, config: &str, conns: usize, depth: usize) -> Option<f64> {
+        self.loads
             .iter()
-            .filter(|l| is_ceiling(&l.config) && l.conns == conns && l.depth == depth)
-            .filter_map(|l| l.result.as_ref())
+            .find(|l| l.config == config && l.conns == conns && l.depth == depth)
+            .and_then(|l| l.result.as_ref())
             .map(LoadResult::rate)
+    }
+
+    /// The ceiling's rate for a load, if it was measured: the mean of its
+    /// readings, when it was measured both before and after the herd (the
+    /// machine's own speed drifts).
+    pub fn ceiling_rate(&self, conns: usize, depth: usize) -> Option<f64> {
+        let rates: Vec<f64> = [CEILING, CEILING_AGAIN]
+            .iter()
+            .filter_map(|config| self.rate(config, conns, depth))
             .collect();
         (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
     }
@@ -438,14 +444,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             results.failures.push(format!("ceiling, again: {e:#}"));
         }
         for (conns, depth) in LOADS {
-            let reading = |config: &str| {
-                results
-                    .loads
-                    .iter()
-                    .find(|l| l.config == config && l.conns == conns && l.depth == depth)
-                    .and_then(|l| l.result.as_ref())
-                    .map(LoadResult::rate)
-            };
+            let reading = |config| results.rate(config, conns, depth);
             if let (Some(before), Some(after)) = (reading(CEILING), reading(CEILING_AGAIN)) {
                 results.notes.push(format!(
                     "ceiling {conns}×{depth}: {} replies/s before the herd, {} after ({:+.0}%); \
