@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, Span};
 
 use crate::config::Limits;
 use crate::flood::Hub;
@@ -139,10 +140,12 @@ pub async fn serve<S>(
     stream: S,
     addr: SocketAddr,
     shutdown: CancellationToken,
+    span: Span,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let traffic = Traffic::new(&svc.node, addr);
+    let traffic = Traffic::new(&svc.node, addr, span);
+    let span = traffic.span();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let limits = &svc.limits;
     let whatsat = Arc::new(Semaphore::new(limits.whatsat_in_flight));
@@ -184,7 +187,7 @@ pub async fn serve<S>(
                     Ok(0) | Err(_) => {
                         reading = false;
                         if let Err(e) = read {
-                            tracing::debug!(target: "herd::client", error = %e, "read failed");
+                            span.in_scope(|| tracing::debug!(target: "herd::client", error = %e, "read failed"));
                         } else if !buf.is_empty() {
                             // A last line without LF is still a line.
                             let line = buf.split();
@@ -207,7 +210,7 @@ pub async fn serve<S>(
                 let deadline = progress + limits.idle_timeout;
                 if deadline <= tokio::time::Instant::now() {
                     if reading {
-                        tracing::info!(target: "herd::client", "idle; closing");
+                        span.in_scope(|| tracing::info!(target: "herd::client", "idle; closing"));
                     }
                     return;
                 }
@@ -317,7 +320,7 @@ async fn answer(
                     bound,
                 };
                 let svc = svc.clone();
-                Reply::Pending(AbortOnDropHandle::new(tokio::spawn(async move {
+                let search = async move {
                     let started = Instant::now();
                     let answer = places::answer(&*svc.places, query, svc.places_timeout).await;
                     drop(permit);
@@ -336,7 +339,10 @@ async fn answer(
                     out.put_slice(&json);
                     out.put_slice(b"\n\n");
                     out.freeze()
-                })))
+                };
+                // A search's own events (a places failure) name the client.
+                let search = search.instrument(traffic.span().clone());
+                Reply::Pending(AbortOnDropHandle::new(tokio::spawn(search)))
             }
         },
     };
@@ -344,7 +350,9 @@ async fn answer(
 }
 
 fn too_long(svc: &ClientService, out: &mut Outbox<'_>, cut: &[u8]) {
-    tracing::info!(target: "herd::client", limit = svc.limits.max_line, "line too long; closing");
+    out.traffic.span().in_scope(|| {
+        tracing::info!(target: "herd::client", limit = svc.limits.max_line, "line too long; closing")
+    });
     out.push(Reply::Ready(invalid(cut)));
 }
 

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::subscriber::Interest;
-use tracing::Metadata;
+use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::fmt::writer::{MakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::{Context, Filter, Layer};
@@ -373,6 +373,9 @@ pub enum Direction {
 /// `RUST_LOG` asks for them.
 pub struct Traffic {
     file: Option<TrafficFile>,
+    /// The connection's span: entered for the stderr copy of a line, and
+    /// only when some layer wants it.
+    span: tracing::Span,
 }
 
 struct TrafficFile {
@@ -468,13 +471,19 @@ impl LineFormat {
 impl Traffic {
     /// For the client at `addr` of `node`; logs nothing to the file unless
     /// [`init`] has run.
-    pub fn new(node: &str, addr: SocketAddr) -> Traffic {
+    pub fn new(node: &str, addr: SocketAddr, span: tracing::Span) -> Traffic {
         Traffic {
             file: FILE.get().map(|log| TrafficFile {
                 log,
                 format: LineFormat::new(log.json, node, addr),
             }),
+            span,
         }
+    }
+
+    /// The connection's span, for its other events.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Logs `bytes` (a line as received, without its LF, or a reply as
@@ -485,14 +494,21 @@ impl Traffic {
         }
         // For stderr only (the file filter leaves these out); by default
         // disabled for every layer, which costs a check of the callsite.
-        match dir {
+        // The connection's span is entered only when a line will be
+        // written: entering it for every line cost more than the line. (A
+        // filter on spans, `[client]=info`, answers yes here and decides
+        // inside the span.)
+        if !tracing::enabled!(target: TRAFFIC_TARGET, Level::INFO) {
+            return;
+        }
+        self.span.in_scope(|| match dir {
             Direction::In => {
                 tracing::info!(target: TRAFFIC_TARGET, line = %bytes.escape_ascii(), "in")
             }
             Direction::Out => {
                 tracing::info!(target: TRAFFIC_TARGET, reply = %bytes.escape_ascii(), "out")
             }
-        }
+        });
     }
 }
 
@@ -1119,7 +1135,12 @@ mod tests {
     #[test]
     fn traffic_and_events_share_the_file_and_reach_stderr_once() {
         for json in [false, true] {
-            for (stderr_filter, on_stderr) in [("info", 3), (STDERR_DEFAULT, 0)] {
+            for (stderr_filter, on_stderr) in [
+                ("info", 3),
+                (STDERR_DEFAULT, 0),
+                // The default, plus client traffic decided inside its span.
+                ("info,herd::client=warn,[client]=info", 3),
+            ] {
                 let gate = Gate::opened();
                 let (sink, guard) = Sink::start(Box::new(gate.clone()), 1 << 20).unwrap();
                 let log: &'static FileLog = Box::leak(Box::new(FileLog {
@@ -1132,21 +1153,24 @@ mod tests {
                 let layers = layers(json, sink, (move || writer.clone(), false, filter));
                 let subscriber = tracing_subscriber::registry().with(layers);
                 tracing::subscriber::with_default(subscriber, || {
-                    let node = tracing::info_span!("node", name = %"Clark");
-                    let _node = node.enter();
+                    // As a node makes them: the client's span inside the
+                    // node's, and neither entered while lines are logged.
                     let addr: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-                    let client = tracing::info_span!("client", %addr);
-                    let _client = client.enter();
+                    let client = tracing::info_span!("node", name = %"Clark")
+                        .in_scope(|| tracing::info_span!("client", %addr));
                     let traffic = Traffic {
                         file: Some(TrafficFile {
                             log,
                             format: LineFormat::new(json, "Clark", addr),
                         }),
+                        span: client.clone(),
                     };
                     traffic.log(Direction::In, b"IAMAT k +1+1 1");
                     traffic.log(Direction::Out, b"AT Clark +0.1 k +1+1 1\n");
-                    tracing::info!(target: "herd::client", "idle; closing");
-                    tracing::debug!(target: "herd::client", "not for the file");
+                    client.in_scope(|| {
+                        tracing::info!(target: "herd::client", "idle; closing");
+                        tracing::debug!(target: "herd::client", "not for the file");
+                    });
                 });
                 drop(guard);
                 let file = gate.text();
@@ -1203,7 +1227,11 @@ mod tests {
     fn traffic_is_quiet_without_init() {
         // In-process tests never start file logging.
         if FILE.get().is_none() {
-            let traffic = Traffic::new("Clark", "127.0.0.1:1".parse().unwrap());
+            let traffic = Traffic::new(
+                "Clark",
+                "127.0.0.1:1".parse().unwrap(),
+                tracing::Span::none(),
+            );
             assert!(traffic.file.is_none());
             traffic.log(Direction::In, b"IAMAT kiwi +1+1 1");
         }

@@ -8,7 +8,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::client::{self, ClientService};
 
@@ -59,15 +58,16 @@ pub async fn run(
         let svc = svc.clone();
         let stop = shutdown.child_token();
         svc.hub.metrics().client_connections.inc();
-        connections.spawn(
-            async move {
-                client::serve(svc.clone(), stream, addr, stop).await;
-                svc.hub.metrics().client_connections.dec();
-                drop(slot);
-                tracing::debug!("client gone");
-            }
-            .instrument(tracing::info_span!("client", %addr)),
-        );
+        // The connection's span (inside the node's) goes with every event
+        // the connection logs; it is entered for those events only, not
+        // around every poll of a task that wakes once per request.
+        let span = tracing::info_span!("client", %addr);
+        connections.spawn(async move {
+            client::serve(svc.clone(), stream, addr, stop, span.clone()).await;
+            svc.hub.metrics().client_connections.dec();
+            drop(slot);
+            span.in_scope(|| tracing::debug!("client gone"));
+        });
     }
     drop(listener);
     let _ = tokio::time::timeout(drain, async {
