@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -51,9 +51,15 @@ pub struct Head {
 struct Attachment {
     id: u64,
     queue: mpsc::Sender<Change>,
+    /// Told when a frame's worth of updates is waiting in `queue`.
+    full: Arc<Notify>,
     /// Cancelled when the link must go (too far behind, or replaced).
     cut: CancellationToken,
 }
+
+/// Updates waiting on a link that make a frame worth sending before its
+/// batch window is over.
+pub const FRAME_FULL: usize = 512;
 
 #[derive(Default)]
 struct Inner {
@@ -82,6 +88,8 @@ pub struct Attached {
     /// Everything up to here is covered once `backlog` is sent.
     pub head: Seq,
     pub live: mpsc::Receiver<Change>,
+    /// Notified when [`FRAME_FULL`] updates wait in `live`.
+    pub full: Arc<Notify>,
     pub cut: CancellationToken,
 }
 
@@ -181,10 +189,14 @@ impl Hub {
                     continue;
                 }
                 forwarded += 1;
-                if link.queue.try_send((seq, Some(report.clone()))).is_err()
-                    && !behind.contains(name)
-                {
-                    behind.push(name.clone());
+                if link.queue.try_send((seq, Some(report.clone()))).is_err() {
+                    if !behind.contains(name) {
+                        behind.push(name.clone());
+                    }
+                } else if link.queue.max_capacity() - link.queue.capacity() == FRAME_FULL {
+                    // Once, as the queue reaches it: the link need not
+                    // wait out its window for a full frame.
+                    link.full.notify_one();
                 }
             }
             self.metrics.updates_forwarded.inc_by(forwarded);
@@ -236,12 +248,14 @@ impl Hub {
             .collect();
         let head = inner.store.head().max(since);
         let (queue, live) = mpsc::channel(self.queue_len);
+        let full = Arc::new(Notify::new());
         let cut = CancellationToken::new();
         inner.next_id += 1;
         let id = inner.next_id;
         let attachment = Attachment {
             id,
             queue,
+            full: full.clone(),
             cut: cut.clone(),
         };
         if let Some(old) = inner.links.insert(peer.to_string(), attachment) {
@@ -254,6 +268,7 @@ impl Hub {
             backlog,
             head,
             live,
+            full,
             cut,
         }
     }

@@ -214,6 +214,37 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
     herd.shutdown().await;
 }
 
+/// A frame's worth of updates goes as soon as it is waiting, without
+/// waiting out the window the previous frame opened.
+async fn a_full_frame_does_not_wait_for_the_window(transport: TransportKind) {
+    let window = Duration::from_millis(400);
+    let herd = Herd::start_with(
+        transport,
+        &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
+        // Inside the harness's [peer] table (keep-alive 500 ms).
+        "batch_window = \"400ms\"",
+    )
+    .await;
+    herd.settled().await;
+    let alpha = herd.hub("Alpha");
+    // The first update opens a window (a quiet link sends it at once).
+    let opened = tokio::time::Instant::now();
+    let first = made_at_alpha("open", 3_000);
+    alpha.publish(first.clone(), None);
+    herd.holds("Beta", first.client(), first.line()).await;
+    // A full frame's worth, queued at once, inside that window.
+    let mut last = first;
+    for i in 0..herd::flood::FRAME_FULL as u64 {
+        last = made_at_alpha(&format!("full-{i}"), 3_001 + i);
+        alpha.publish(last.clone(), None);
+    }
+    herd.holds("Beta", last.client(), last.line()).await;
+    // Arrived while the window was still open: it did not wait for it.
+    let took = opened.elapsed();
+    assert!(took < window, "a full frame waited {took:?}, the window");
+    herd.shutdown().await;
+}
+
 /// A node that only receives a neighbour's updates sends it nothing per
 /// update: how far it got rides with its next ping (or its next updates).
 async fn a_node_that_only_receives_answers_with_its_pings(transport: TransportKind) {
@@ -276,6 +307,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_busy_link_gathers_updates_into_one_frame_per_window() {
                 super::a_busy_link_gathers_updates_into_one_frame_per_window($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_full_frame_does_not_wait_for_the_window() {
+                super::a_full_frame_does_not_wait_for_the_window($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

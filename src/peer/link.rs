@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, FrameError, Hello, Message};
 use crate::config::PeerSettings;
-use crate::flood::{Attached, Change, Hub};
+use crate::flood::{Attached, Change, Hub, FRAME_FULL};
 use crate::report::Report;
 use crate::store::Seq;
 use crate::transport::Conn;
@@ -189,6 +189,7 @@ async fn transmit(
         backlog,
         head,
         mut live,
+        full,
         ..
     } = attached;
     let mut writer = writer;
@@ -227,9 +228,17 @@ async fn transmit(
     let window = settings.batch_window;
     // When the last frame of updates went out.
     let mut last_sent: Option<Instant> = None;
+    // The window just ended with updates waiting.
+    let mut gathered = false;
     // A head not yet sent: see below.
     let mut held: Option<Seq> = None;
     loop {
+        // Under load (a frame of updates went out less than a window ago)
+        // the queue is not even looked at until the window is over, or
+        // until a frame's worth is waiting: one wakeup per frame.
+        let gate = last_sent
+            .map(|at| at + window)
+            .filter(|end| *end > Instant::now() && live.len() < FRAME_FULL);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -249,10 +258,24 @@ async fn transmit(
                 frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
                 frames += 1;
             }
-            got = live.recv_many(&mut batch, BATCH) => {
+            _ = async {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(gate.unwrap_or_else(Instant::now)) => {}
+                    _ = full.notified() => {}
+                }
+            }, if gate.is_some() => {
+                last_sent = None;
+                // What gathered over the window goes at once: yielding
+                // first would put it behind everything else a busy node
+                // has to run.
+                gathered = !live.is_empty();
+                continue;
+            }
+            got = live.recv_many(&mut batch, BATCH), if gate.is_none() => {
                 if got == 0 {
                     return "queue closed".into();
                 }
+                let gathered = std::mem::take(&mut gathered);
                 // Changes without a line (the peer's own updates, winning
                 // here) only move the head the peer knows we have. The head
                 // rides with the next frame of updates or the next ping:
@@ -266,18 +289,11 @@ async fn transmit(
                     continue;
                 }
                 if got < BATCH {
-                    // Under load (a frame went out less than a window ago),
-                    // gather until the window is over, so that one frame and
-                    // one write carry many updates; otherwise let the tasks
-                    // making updates run once more and send.
-                    match last_sent {
-                        Some(at) if at.elapsed() < window => {
-                            tokio::select! {
-                                _ = tokio::time::sleep_until(at + window) => {}
-                                _ = shutdown.cancelled() => {}
-                            }
-                        }
-                        _ => tokio::task::yield_now().await,
+                    // A quiet link lets the tasks making updates run once
+                    // more, so that one frame and one write carry what
+                    // they add.
+                    if !gathered {
+                        tokio::task::yield_now().await;
                     }
                     while batch.len() < BATCH {
                         match live.try_recv() {
