@@ -203,9 +203,9 @@ pub struct PeerSettings {
     /// Largest frame accepted from a peer, in bytes.
     pub max_frame: usize,
     /// Under load, a link sends at most one frame of updates per this
-    /// interval, so each frame (one write, one wakeup at the peer) carries
-    /// many; a link that was quiet for this long sends at once. 0 sends
-    /// every batch at once.
+    /// interval (sooner once a frame's worth waits), so each frame (one
+    /// write, one wakeup at the peer) carries many; a link that was quiet
+    /// for this long sends at once. 0 sends every batch at once.
     #[serde(with = "humantime_serde")]
     pub batch_window: Duration,
 }
@@ -220,7 +220,7 @@ impl Default for PeerSettings {
             backoff_max: Duration::from_secs(5),
             queue: 1 << 17,
             max_frame: 1 << 20,
-            batch_window: Duration::from_millis(1),
+            batch_window: Duration::from_millis(3),
         }
     }
 }
@@ -703,9 +703,9 @@ neighbours = ["A"]
     }
 
     #[test]
-    fn batch_window_defaults_to_a_millisecond_and_stays_below_keepalive() {
+    fn batch_window_defaults_to_three_milliseconds_and_stays_below_keepalive() {
         let c = load(GOOD).unwrap();
-        assert_eq!(c.peer.batch_window, Duration::from_millis(1));
+        assert_eq!(c.peer.batch_window, Duration::from_millis(3));
         let c = load(&format!("{GOOD}\n[peer]\nbatch_window = \"0s\"\n")).unwrap();
         assert!(c.peer.batch_window.is_zero());
         let p = problems(&format!("{GOOD}\n[peer]\nbatch_window = \"2s\"\n"));

@@ -256,7 +256,7 @@ async fn a_node_that_only_receives_answers_with_its_pings(transport: TransportKi
     // batch window), each a change at Beta that Alpha need not hear of.
     let mut last = None;
     for i in 0..10u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let report = made_at_alpha(&format!("r{i}"), 2_000 + i);
         herd.hub("Alpha").publish(report.clone(), None);
         last = Some(report);
