@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::report::Report;
+use crate::report::{Report, HEARD_SLOTS};
 use crate::store::{Offer, Seq, Store, Update};
 
 /// A change queued for a neighbour: its number here, and the report, or
@@ -50,6 +50,8 @@ pub struct Head {
 
 struct Attachment {
     id: u64,
+    /// The bit that marks reports as heard from this link, if one was free.
+    slot: Option<u8>,
     queue: mpsc::Sender<Change>,
     /// Told when a frame's worth of updates is waiting in `queue`.
     full: Arc<Notify>,
@@ -67,6 +69,10 @@ struct Inner {
     links: HashMap<String, Attachment>,
     heads: HashMap<String, Head>,
     next_id: u64,
+    /// Which link holds each heard-from bit. A bit is free again only when
+    /// its link has ended (detached), never merely replaced or cut: until
+    /// then the link may still be sending, and reading its bit.
+    slots: [Option<u64>; HEARD_SLOTS as usize],
 }
 
 /// A node's table and its links' outgoing queues.
@@ -90,6 +96,9 @@ pub struct Attached {
     pub live: mpsc::Receiver<Change>,
     /// Notified when [`FRAME_FULL`] updates wait in `live`.
     pub full: Arc<Notify>,
+    /// The bit marking reports this link's neighbour sent: those in
+    /// `live` so marked need not be sent.
+    pub slot: Option<u8>,
     pub cut: CancellationToken,
 }
 
@@ -142,20 +151,36 @@ impl Hub {
     pub fn publish(&self, report: Report, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
         let mut behind = Vec::new();
-        let offer = self.offer(&mut inner, report, from, &mut behind);
+        let offer = self.offer(&mut inner, report, from, None, &mut behind);
         self.settle(inner, behind, matches!(offer, Offer::Won { .. }));
         offer
     }
 
-    /// Offers reports from the neighbour `from`, in order, under one lock
-    /// and with one event for observers: what a frame of updates costs.
-    pub fn publish_all(&self, updates: impl IntoIterator<Item = impl Update>, from: &str) {
+    /// Offers reports from the neighbour `from` over its link `link`, in
+    /// order, under one lock and with one event for observers: what a
+    /// frame of updates costs.
+    ///
+    /// An update that is the very report already stored marks it as heard
+    /// from that link, if the link is still the one attached: the neighbour
+    /// has it, so the link need not send it back. (A link that was replaced
+    /// may be hearing from a neighbour that has since restarted empty.)
+    pub fn publish_all(
+        &self,
+        updates: impl IntoIterator<Item = impl Update>,
+        from: &str,
+        link: u64,
+    ) {
         let mut inner = self.lock();
+        let slot = inner
+            .links
+            .get(from)
+            .filter(|a| a.id == link)
+            .and_then(|a| a.slot);
         let mut behind = Vec::new();
         let mut won = false;
         for update in updates {
             won |= matches!(
-                self.offer(&mut inner, update, Some(from), &mut behind),
+                self.offer(&mut inner, update, Some(from), slot, &mut behind),
                 Offer::Won { .. }
             );
         }
@@ -169,9 +194,10 @@ impl Hub {
         inner: &mut Inner,
         update: impl Update,
         from: Option<&str>,
+        heard: Option<u8>,
         behind: &mut Vec<String>,
     ) -> Offer {
-        let offer = inner.store.offer(update);
+        let offer = inner.store.offer_heard(update, heard);
         if from.is_some() {
             match offer {
                 Offer::Won { .. } => self.metrics.updates_received.inc(),
@@ -252,8 +278,13 @@ impl Hub {
         let cut = CancellationToken::new();
         inner.next_id += 1;
         let id = inner.next_id;
+        let slot = inner.slots.iter().position(Option::is_none).map(|free| {
+            inner.slots[free] = Some(id);
+            free as u8
+        });
         let attachment = Attachment {
             id,
+            slot,
             queue,
             full: full.clone(),
             cut: cut.clone(),
@@ -269,6 +300,7 @@ impl Hub {
             head,
             live,
             full,
+            slot,
             cut,
         }
     }
@@ -276,6 +308,11 @@ impl Hub {
     /// Detaches link `id` of `peer`, unless a newer link replaced it.
     pub fn detach(&self, peer: &str, id: u64) {
         let mut inner = self.lock();
+        for slot in &mut inner.slots {
+            if *slot == Some(id) {
+                *slot = None;
+            }
+        }
         if inner.links.get(peer).is_some_and(|l| l.id == id) {
             inner.links.remove(peer);
             drop(inner);
@@ -370,6 +407,52 @@ mod tests {
         for link in [&mut a, &mut b, &mut c] {
             assert_eq!(drain(&mut link.live), vec![(2, b"j".to_vec())]);
         }
+    }
+
+    #[test]
+    fn the_very_report_heard_back_marks_it_for_that_link_only() {
+        let hub = Hub::new(7, 16);
+        let a = hub.attach("A", Head::default());
+        let b = hub.attach("B", Head::default());
+        let (sa, sb) = (a.slot.unwrap(), b.slot.unwrap());
+        assert_ne!(sa, sb);
+        let r = report("Z", "k", 5);
+        hub.publish(r.clone(), None);
+        // An older line for the client is not the same report: no mark.
+        hub.publish_all([report("Z", "k", 4)], "A", a.id);
+        assert!(!r.heard(sa));
+        // The same line again, from A: marked as heard from A's link.
+        hub.publish_all([Report::parse(r.line()).unwrap()], "A", a.id);
+        assert!(r.heard(sa) && !r.heard(sb));
+        assert_eq!(r.seq(), 1, "the mark leaves the change number alone");
+    }
+
+    #[test]
+    fn a_replaced_link_marks_nothing_and_its_bit_waits_for_it_to_end() {
+        let hub = Hub::new(7, 16);
+        let old = hub.attach("A", Head::default());
+        let new = hub.attach("A", Head::default());
+        assert_ne!(old.slot, new.slot, "the old link may still read its bit");
+        let r = report("Z", "k", 5);
+        hub.publish(r.clone(), None);
+        hub.publish_all([Report::parse(r.line()).unwrap()], "A", old.id);
+        assert!(!r.heard(old.slot.unwrap()) && !r.heard(new.slot.unwrap()));
+        // Its bit is free once it has ended.
+        hub.detach("A", old.id);
+        let other = hub.attach("C", Head::default());
+        assert_eq!(other.slot, old.slot);
+    }
+
+    #[test]
+    fn links_beyond_the_marking_bits_get_none() {
+        let hub = Hub::new(7, 16);
+        let links: Vec<Attached> = (0..=HEARD_SLOTS)
+            .map(|i| hub.attach(&format!("P{i}"), Head::default()))
+            .collect();
+        assert!(links[..HEARD_SLOTS as usize]
+            .iter()
+            .all(|l| l.slot.is_some()));
+        assert_eq!(links[HEARD_SLOTS as usize].slot, None);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub updates_stale: Counter,
     /// Update copies queued to neighbours.
     pub updates_forwarded: Counter,
+    /// Of those, copies not sent: the neighbour sent us the same report
+    /// while its copy waited.
+    pub updates_skipped: Counter,
     pub links_up: Gauge,
     pub link_connects: Counter,
     pub link_failures: Counter,
@@ -160,6 +163,7 @@ impl Metrics {
             updates_received: outcome("received"),
             updates_stale: outcome("stale"),
             updates_forwarded: outcome("forwarded"),
+            updates_skipped: outcome("skipped"),
             links_up,
             link_connects: event("connected"),
             link_failures: event("failed"),

@@ -30,10 +30,21 @@ pub struct Report(ThinArc<Header, u8>);
 struct Header {
     meta: Meta,
     /// The change number the store holding this report gave it (0 until
-    /// stored). Kept here rather than beside the report in the store's
-    /// table, whose slots (about two per client) it would otherwise double.
+    /// stored), in the low [`SEQ_BITS`] bits. Kept here rather than beside
+    /// the report in the store's table, whose slots (about two per client)
+    /// it would otherwise double. The high bits say which of the node's
+    /// links have heard this very report from their neighbour (see
+    /// [`Report::mark_heard`]).
     seq: AtomicU64,
 }
+
+/// Bits of the header's word that hold the change number: 2^56 changes
+/// is over two thousand years at a million a second.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// How many links a report can be marked as heard from.
+pub const HEARD_SLOTS: u8 = (u64::BITS - SEQ_BITS) as u8;
 
 impl Header {
     fn new(meta: Meta, seq: u64) -> Header {
@@ -160,7 +171,22 @@ impl Report {
 
     /// The change number its store gave it, 0 if none has.
     pub(crate) fn seq(&self) -> u64 {
-        self.0.header.header.seq.load(Relaxed)
+        self.0.header.header.seq.load(Relaxed) & SEQ_MASK
+    }
+
+    /// Records that the neighbour on link `slot` (below [`HEARD_SLOTS`])
+    /// sent this very report, so it has it (or newer) and need not be sent
+    /// it. Only a stored report is marked.
+    pub(crate) fn mark_heard(&self, slot: u8) {
+        debug_assert!(slot < HEARD_SLOTS);
+        let bit = 1u64 << (SEQ_BITS + u32::from(slot));
+        self.0.header.header.seq.fetch_or(bit, Relaxed);
+    }
+
+    /// Has the neighbour on link `slot` sent this very report?
+    pub(crate) fn heard(&self, slot: u8) -> bool {
+        let bit = 1u64 << (SEQ_BITS + u32::from(slot));
+        self.0.header.header.seq.load(Relaxed) & bit != 0
     }
 
     /// This report numbered `seq` by the store that takes it, or a copy so

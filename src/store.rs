@@ -92,6 +92,13 @@ impl Store {
     /// Stores `update` if it is newer than the client's current report.
     /// One hash of the client ID and one probe, whatever the outcome.
     pub fn offer(&mut self, update: impl Update) -> Offer {
+        self.offer_heard(update, None)
+    }
+
+    /// [`Store::offer`] of an update heard from the neighbour on link
+    /// `slot`: if it is the very report stored (the same line), the stored
+    /// report is marked as heard from that link.
+    pub fn offer_heard(&mut self, update: impl Update, slot: Option<u8>) -> Offer {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(update.client());
         let entry = self.clients.entry(
@@ -102,10 +109,17 @@ impl Store {
         let seq = self.head + 1;
         let report;
         match entry {
-            Entry::Occupied(mut slot) => {
-                let current = slot.get_mut();
-                if update.newness(current) != Ordering::Greater {
-                    return Offer::Lost(current.clone());
+            Entry::Occupied(mut entry_slot) => {
+                let current = entry_slot.get_mut();
+                match update.newness(current) {
+                    Ordering::Greater => {}
+                    Ordering::Equal => {
+                        if let Some(slot) = slot {
+                            current.mark_heard(slot);
+                        }
+                        return Offer::Lost(current.clone());
+                    }
+                    Ordering::Less => return Offer::Lost(current.clone()),
                 }
                 report = update.into_report(seq);
                 let old = self.changes.partition_point(|&(s, _)| s < current.seq());
@@ -115,9 +129,9 @@ impl Store {
                 }
                 *current = report.clone();
             }
-            Entry::Vacant(slot) => {
+            Entry::Vacant(entry_slot) => {
                 report = update.into_report(seq);
-                slot.insert(report.clone());
+                entry_slot.insert(report.clone());
             }
         }
         self.head = seq;

@@ -245,6 +245,41 @@ async fn a_full_frame_does_not_wait_for_the_window(transport: TransportKind) {
     herd.shutdown().await;
 }
 
+/// A report waiting to go to a neighbour that meanwhile sent us that very
+/// report is not sent: the neighbour has it.
+async fn a_report_the_neighbour_sent_meanwhile_is_not_sent_back(transport: TransportKind) {
+    let herd = Herd::start_with(
+        transport,
+        &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
+        // Inside the harness's [peer] table (keep-alive 500 ms).
+        "batch_window = \"400ms\"",
+    )
+    .await;
+    herd.settled().await;
+    let (alpha, beta) = (herd.hub("Alpha"), herd.hub("Beta"));
+    // A quiet link sends at once, and opens a window on Alpha's link.
+    let first = made_at_alpha("open", 4_000);
+    alpha.publish(first.clone(), None);
+    herd.holds("Beta", first.client(), first.line()).await;
+    let stale_at_beta = beta.metrics().updates_stale.get();
+    // The same report reaches both, as from a third node: Alpha's copy for
+    // Beta waits out the window, Beta's quiet link sends its copy at once.
+    let both = made_at_alpha("both", 4_001);
+    alpha.publish(both.clone(), None);
+    beta.publish(Report::parse(both.line()).unwrap(), None);
+    // Beta learns Alpha's head, which covers `both`, once Alpha's link has
+    // dealt with it (sent it, or found it need not).
+    let alpha_head = alpha.head();
+    until(beta, |hub| hub.head_of("Alpha").seq >= alpha_head).await;
+    assert_eq!(alpha.metrics().updates_skipped.get(), 1);
+    assert_eq!(
+        beta.metrics().updates_stale.get(),
+        stale_at_beta,
+        "Beta was sent its own report back"
+    );
+    herd.shutdown().await;
+}
+
 /// A node that only receives a neighbour's updates sends it nothing per
 /// update: how far it got rides with its next ping (or its next updates).
 async fn a_node_that_only_receives_answers_with_its_pings(transport: TransportKind) {
@@ -312,6 +347,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_full_frame_does_not_wait_for_the_window() {
                 super::a_full_frame_does_not_wait_for_the_window($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_report_the_neighbour_sent_meanwhile_is_not_sent_back() {
+                super::a_report_the_neighbour_sent_meanwhile_is_not_sent_back($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

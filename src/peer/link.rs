@@ -53,7 +53,7 @@ pub async fn run(
     let id = attached.id;
     let cut = attached.cut.clone();
     let (pongs, pong_queue) = mpsc::channel(8);
-    let receiving = receive(hub, reader, peer, hello.epoch, settings, pongs, started);
+    let receiving = receive(hub, reader, peer, id, hello.epoch, settings, pongs, started);
     tokio::pin!(receiving);
     // Shutdown is the writer's to handle, so that it can say goodbye.
     let (reason, sending_ended) = tokio::select! {
@@ -79,10 +79,12 @@ pub async fn run(
     reason
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     hub: &Hub,
     reader: impl AsyncRead + Unpin,
     peer: &str,
+    link: u64,
     epoch: u64,
     settings: &PeerSettings,
     pongs: mpsc::Sender<u64>,
@@ -110,14 +112,14 @@ async fn receive(
         let ended = if frame::is_updates(&body) {
             // The hot path: lines are checked where they lie in the buffer.
             match frame::decode_updates(&body) {
-                Ok((head, lines)) => deliver(hub, peer, epoch, head, &lines).await,
+                Ok((head, lines)) => deliver(hub, (peer, link), epoch, head, &lines).await,
                 Err(e) => Some(format!("protocol violation: {e}")),
             }
         } else {
             match frame::decode(Bytes::copy_from_slice(&body)) {
                 Ok(Message::Updates { head, lines }) => {
                     let lines: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
-                    deliver(hub, peer, epoch, head, &lines).await
+                    deliver(hub, (peer, link), epoch, head, &lines).await
                 }
                 Ok(Message::Ping(n)) => {
                     // A full pong queue means the writer is stuck; the idle
@@ -152,7 +154,13 @@ const KEPT_FRAME_BUFFER: usize = 256 * 1024;
 
 /// Checks a frame of updates, then offers them all; a reason to end the
 /// link if any line is bad (and then none is offered).
-async fn deliver(hub: &Hub, peer: &str, epoch: u64, head: Seq, lines: &[&[u8]]) -> Option<String> {
+async fn deliver(
+    hub: &Hub,
+    (peer, link): (&str, u64),
+    epoch: u64,
+    head: Seq,
+    lines: &[&[u8]],
+) -> Option<String> {
     let mut updates = Vec::with_capacity(lines.len());
     for line in lines {
         match Report::check(line) {
@@ -167,7 +175,7 @@ async fn deliver(hub: &Hub, peer: &str, epoch: u64, head: Seq, lines: &[&[u8]]) 
         // A big frame must not keep a node's other work (its clients)
         // waiting, on the lock or on this thread.
         tokio::task::consume_budget().await;
-        hub.publish_all(updates.by_ref().take(PUBLISH_CHUNK), peer);
+        hub.publish_all(updates.by_ref().take(PUBLISH_CHUNK), peer, link);
     }
     hub.advance(peer, epoch, head);
     None
@@ -190,6 +198,7 @@ async fn transmit(
         head,
         mut live,
         full,
+        slot,
         ..
     } = attached;
     let mut writer = writer;
@@ -248,6 +257,7 @@ async fn transmit(
                     frames += 1;
                 }
                 while live.recv_many(&mut batch, BATCH).now_or_never().is_some_and(|n| n > 0) {
+                    metrics.updates_skipped.inc_by(spare(&mut batch, slot));
                     while !batch.is_empty() {
                         let n = fit(&batch, BATCH, budget);
                         encode(batch[n - 1].0, &batch[..n], &mut buf);
@@ -276,19 +286,7 @@ async fn transmit(
                     return "queue closed".into();
                 }
                 let gathered = std::mem::take(&mut gathered);
-                // Changes without a line (the peer's own updates, winning
-                // here) only move the head the peer knows we have. The head
-                // rides with the next frame of updates or the next ping:
-                // a frame of its own per window would make every link back
-                // towards where updates come from as busy as the link that
-                // brings them, for nothing the peer needs at once (catch-up
-                // after a drop merely resends a few of its own updates).
-                if batch.iter().all(|(_, report)| report.is_none()) {
-                    held = batch.last().map(|(seq, _)| *seq);
-                    batch.clear();
-                    continue;
-                }
-                if got < BATCH {
+                if got < BATCH && batch.iter().any(|(_, report)| report.is_some()) {
                     // A quiet link lets the tasks making updates run once
                     // more, so that one frame and one write carry what
                     // they add.
@@ -301,6 +299,20 @@ async fn transmit(
                             Err(_) => break,
                         }
                     }
+                }
+                metrics.updates_skipped.inc_by(spare(&mut batch, slot));
+                // Changes without a line (the peer's own updates, winning
+                // here, and those it sent us meanwhile) only move the head
+                // the peer knows we have. The head rides with the next
+                // frame of updates or the next ping: a frame of its own per
+                // window would make every link back towards where updates
+                // come from as busy as the link that brings them, for
+                // nothing the peer needs at once (catch-up after a drop
+                // merely resends a few of its own updates).
+                if batch.iter().all(|(_, report)| report.is_none()) {
+                    held = batch.last().map(|(seq, _)| *seq);
+                    batch.clear();
+                    continue;
                 }
                 while !batch.is_empty() {
                     let n = fit(&batch, BATCH, budget);
@@ -340,6 +352,23 @@ async fn transmit(
             return "node shutting down".into();
         }
     }
+}
+
+/// Turns the queued reports the neighbour on link `slot` has sent us
+/// meanwhile into bare changes (it has them, or newer: a node sends only
+/// what it stores); returns how many. Only live changes are spared so:
+/// every one was stored after this link attached, and so can be marked
+/// only by what this link heard.
+fn spare(batch: &mut [Change], slot: Option<u8>) -> u64 {
+    let Some(slot) = slot else { return 0 };
+    let mut spared = 0;
+    for (_, report) in batch {
+        if report.as_ref().is_some_and(|r| r.heard(slot)) {
+            *report = None;
+            spared += 1;
+        }
+    }
+    spared
 }
 
 /// One updates frame for `changes`, complete up to `head`.
