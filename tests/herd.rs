@@ -171,9 +171,16 @@ fn made_at_alpha(client: &str, secs: u64) -> Report {
     )
 }
 
-/// Under load a link sends one frame per batch window; the first update
-/// after a quiet spell goes at once.
-async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: TransportKind) {
+/// The batch window of [`window_opened_by`]'s herd.
+const WINDOW: Duration = Duration::from_millis(400);
+
+/// Alpha and Beta, whose links gather for [`WINDOW`]; `first` is sent from
+/// Alpha to Beta, which, the link being quiet, goes at once and opens a
+/// window on Alpha's link, no earlier than the instant returned.
+async fn window_opened_by(
+    transport: TransportKind,
+    first: &Report,
+) -> (Herd, tokio::time::Instant) {
     let herd = Herd::start_with(
         transport,
         &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
@@ -182,12 +189,19 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
     )
     .await;
     herd.settled().await;
-    let report = |i: u64| made_at_alpha(&format!("c{i}"), 1_000 + i);
-    let frames_from_alpha = || herd.hub("Beta").metrics().peer_statuses()["Alpha"].messages_in;
-    // The link was quiet: the first update does not wait for a window.
-    let first = report(0);
+    let opened = tokio::time::Instant::now();
     herd.hub("Alpha").publish(first.clone(), None);
     herd.holds("Beta", first.client(), first.line()).await;
+    (herd, opened)
+}
+
+/// Under load a link sends one frame per batch window; the first update
+/// after a quiet spell goes at once.
+async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: TransportKind) {
+    let report = |i: u64| made_at_alpha(&format!("c{i}"), 1_000 + i);
+    let first = report(0);
+    let (herd, _) = window_opened_by(transport, &first).await;
+    let frames_from_alpha = || herd.hub("Beta").metrics().peer_statuses()["Alpha"].messages_in;
     let before = frames_from_alpha();
     // Ten more, spread out but all within the window that frame opened.
     // The spacing is the load under test (updates arriving one by one, as
@@ -217,21 +231,9 @@ async fn a_busy_link_gathers_updates_into_one_frame_per_window(transport: Transp
 /// A frame's worth of updates goes as soon as it is waiting, without
 /// waiting out the window the previous frame opened.
 async fn a_full_frame_does_not_wait_for_the_window(transport: TransportKind) {
-    let window = Duration::from_millis(400);
-    let herd = Herd::start_with(
-        transport,
-        &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
-        // Inside the harness's [peer] table (keep-alive 500 ms).
-        "batch_window = \"400ms\"",
-    )
-    .await;
-    herd.settled().await;
-    let alpha = herd.hub("Alpha");
-    // The first update opens a window (a quiet link sends it at once).
-    let opened = tokio::time::Instant::now();
     let first = made_at_alpha("open", 3_000);
-    alpha.publish(first.clone(), None);
-    herd.holds("Beta", first.client(), first.line()).await;
+    let (herd, opened) = window_opened_by(transport, &first).await;
+    let alpha = herd.hub("Alpha");
     // A full frame's worth, queued at once, inside that window.
     let mut last = first;
     for i in 0..herd::flood::FRAME_FULL as u64 {
@@ -241,26 +243,15 @@ async fn a_full_frame_does_not_wait_for_the_window(transport: TransportKind) {
     herd.holds("Beta", last.client(), last.line()).await;
     // Arrived while the window was still open: it did not wait for it.
     let took = opened.elapsed();
-    assert!(took < window, "a full frame waited {took:?}, the window");
+    assert!(took < WINDOW, "a full frame waited {took:?}, the window");
     herd.shutdown().await;
 }
 
 /// A report waiting to go to a neighbour that meanwhile sent us that very
 /// report is not sent: the neighbour has it.
 async fn a_report_the_neighbour_sent_meanwhile_is_not_sent_back(transport: TransportKind) {
-    let herd = Herd::start_with(
-        transport,
-        &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
-        // Inside the harness's [peer] table (keep-alive 500 ms).
-        "batch_window = \"400ms\"",
-    )
-    .await;
-    herd.settled().await;
+    let (herd, _) = window_opened_by(transport, &made_at_alpha("open", 4_000)).await;
     let (alpha, beta) = (herd.hub("Alpha"), herd.hub("Beta"));
-    // A quiet link sends at once, and opens a window on Alpha's link.
-    let first = made_at_alpha("open", 4_000);
-    alpha.publish(first.clone(), None);
-    herd.holds("Beta", first.client(), first.line()).await;
     let stale_at_beta = beta.metrics().updates_stale.get();
     // The same report reaches both, as from a third node: Alpha's copy for
     // Beta waits out the window, Beta's quiet link sends its copy at once.
