@@ -96,9 +96,9 @@ impl Store {
     }
 
     /// [`Store::offer`] of an update heard from the neighbour on link
-    /// `slot`: if it is the very report stored (the same line), the stored
+    /// `heard`: if it is the very report stored (the same line), the stored
     /// report is marked as heard from that link.
-    pub fn offer_heard(&mut self, update: impl Update, slot: Option<u8>) -> Offer {
+    pub fn offer_heard(&mut self, update: impl Update, heard: Option<u8>) -> Offer {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(update.client());
         let entry = self.clients.entry(
@@ -109,13 +109,13 @@ impl Store {
         let seq = self.head + 1;
         let report;
         match entry {
-            Entry::Occupied(mut entry_slot) => {
-                let current = entry_slot.get_mut();
+            Entry::Occupied(mut slot) => {
+                let current = slot.get_mut();
                 match update.newness(current) {
                     Ordering::Greater => {}
                     Ordering::Equal => {
-                        if let Some(slot) = slot {
-                            current.mark_heard(slot);
+                        if let Some(link) = heard {
+                            current.mark_heard(link);
                         }
                         return Offer::Lost(current.clone());
                     }
@@ -129,9 +129,9 @@ impl Store {
                 }
                 *current = report.clone();
             }
-            Entry::Vacant(entry_slot) => {
+            Entry::Vacant(slot) => {
                 report = update.into_report(seq);
-                entry_slot.insert(report.clone());
+                slot.insert(report.clone());
             }
         }
         self.head = seq;

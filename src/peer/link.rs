@@ -258,12 +258,7 @@ async fn transmit(
                 }
                 while live.recv_many(&mut batch, BATCH).now_or_never().is_some_and(|n| n > 0) {
                     metrics.updates_skipped.inc_by(spare(&mut batch, slot));
-                    while !batch.is_empty() {
-                        let n = fit(&batch, BATCH, budget);
-                        encode(batch[n - 1].0, &batch[..n], &mut buf);
-                        batch.drain(..n);
-                        frames += 1;
-                    }
+                    frames += encode_all(&mut batch, budget, &mut buf);
                 }
                 frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
                 frames += 1;
@@ -274,7 +269,6 @@ async fn transmit(
                     _ = full.notified() => {}
                 }
             }, if gate.is_some() => {
-                last_sent = None;
                 // What gathered over the window goes at once: yielding
                 // first would put it behind everything else a busy node
                 // has to run.
@@ -314,12 +308,7 @@ async fn transmit(
                     batch.clear();
                     continue;
                 }
-                while !batch.is_empty() {
-                    let n = fit(&batch, BATCH, budget);
-                    encode(batch[n - 1].0, &batch[..n], &mut buf);
-                    batch.drain(..n);
-                    frames += 1;
-                }
+                frames += encode_all(&mut batch, budget, &mut buf);
                 held = None;
                 last_sent = Some(Instant::now());
             }
@@ -369,6 +358,19 @@ fn spare(batch: &mut [Change], slot: Option<u8>) -> u64 {
         }
     }
     spared
+}
+
+/// Empties `batch` into as many updates frames as its lines need, each
+/// under `budget` bytes; returns how many.
+fn encode_all(batch: &mut Vec<Change>, budget: usize, buf: &mut BytesMut) -> u64 {
+    let mut frames = 0;
+    while !batch.is_empty() {
+        let n = fit(batch, BATCH, budget);
+        encode(batch[n - 1].0, &batch[..n], buf);
+        batch.drain(..n);
+        frames += 1;
+    }
+    frames
 }
 
 /// One updates frame for `changes`, complete up to `head`.
