@@ -126,10 +126,10 @@ fn storing(c: &mut Criterion) {
 }
 
 fn flooding(c: &mut Criterion) {
-    let hub = Hub::new(1, 1 << 20);
-    let mut links: Vec<_> = ["A", "B", "C", "D"]
+    let hub = Hub::new(1);
+    let links: Vec<_> = ["A", "B", "C", "D"]
         .iter()
-        .map(|p| hub.attach(p, Head::default()))
+        .map(|p| (*p, hub.attach(p, Head::default())))
         .collect();
     let mut n = 0u32;
     c.bench_function("Hub::publish to 4 links", |b| {
@@ -143,9 +143,14 @@ fn flooding(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         );
-        for link in &mut links {
-            while link.live.try_recv().is_ok() {}
-        }
+    });
+    let mut out = Vec::new();
+    c.bench_function("Hub::read 1024 changes", |b| {
+        let (peer, link) = &links[1];
+        b.iter(|| {
+            out.clear();
+            hub.read(peer, link, hub.head().saturating_sub(1024), 1024, &mut out)
+        })
     });
 }
 

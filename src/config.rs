@@ -197,9 +197,6 @@ pub struct PeerSettings {
     pub backoff_min: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Updates queued for one link before it counts as too far behind and
-    /// is dropped (anti-entropy repairs it when it comes back).
-    pub queue: usize,
     /// Largest frame accepted from a peer, in bytes.
     pub max_frame: usize,
     /// Under load, a link sends at most one frame of updates per this
@@ -218,7 +215,6 @@ impl Default for PeerSettings {
             idle_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
-            queue: 1 << 17,
             max_frame: 1 << 20,
             batch_window: Duration::from_millis(3),
         }
@@ -464,8 +460,8 @@ impl Config {
             }
         }
         let p = &raw.peer;
-        if p.queue == 0 || p.max_frame < 1024 {
-            problem("peer: queue must be at least 1 and max_frame at least 1024".into());
+        if p.max_frame < 1024 {
+            problem("peer.max_frame: must be at least 1024".into());
         }
         if p.batch_window >= p.keepalive {
             problem("peer.batch_window: must be below peer.keepalive".into());

@@ -1,10 +1,17 @@
 //! The flooding rule and the anti-entropy bookkeeping around the store.
 //!
-//! A report offered to the [`Hub`] that wins in the store is queued, under
-//! the same lock, to every attached neighbour but the one it came from; a
-//! report that does not win goes nowhere. Because a report is forwarded only
-//! when it changes a node's table, and tables only move towards each
-//! client's newest report, flooding ends on any topology without message IDs.
+//! A report offered to the [`Hub`] that wins in the store is for every
+//! attached neighbour but the one it came from; a report that does not win
+//! goes nowhere. Because a report is forwarded only when it changes a node's
+//! table, and tables only move towards each client's newest report, flooding
+//! ends on any topology without message IDs.
+//!
+//! Links keep no queues: each reads the store's change index from where it
+//! has got to ([`Hub::read`]), so what waits for a neighbour is a number,
+//! whatever it has to catch up on. A neighbour that reads slowly costs no
+//! memory and is never cut for it; it gets each client's newest report only
+//! (what it missed meanwhile is superseded here), and its link's writes are
+//! bounded by `peer.idle_timeout` like any other.
 //!
 //! # Anti-entropy
 //!
@@ -14,32 +21,23 @@
 //! For each neighbour, a node remembers `(epoch, head)`: it has received
 //! every change of that neighbour's epoch up to `head` that the neighbour
 //! would forward to it. When a link comes up each end tells the other that
-//! pair; the other sends exactly its changes after `head` (all of them if the
-//! epoch is not its current one), then streams live changes on the same
-//! ordered link. Frames carry the highest change number they complete, so
-//! the head advances as they arrive. The cost of catching up therefore
-//! follows what changed while the link was down, not the size of the table;
-//! only a node that restarted (and so lost its table) receives everything.
-//!
-//! Queues are bounded: a link that falls too far behind is cut rather than
-//! allowed to grow memory or slow clients, and the same catch-up repairs it
-//! when it is redialled.
+//! pair; the other reads its changes after `head` (all of them if the epoch
+//! is not its current one), then on, as they are made, on the same ordered
+//! link. Frames carry the highest change number they complete, so the head
+//! advances as they arrive. The cost of catching up therefore follows what
+//! changed while the link was down, not the size of the table; only a node
+//! that restarted (and so lost its table) receives everything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch, Notify};
+use futures::FutureExt;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::report::{Report, HEARD_SLOTS};
 use crate::store::{Offer, Seq, Store, Update};
-
-/// A change queued for a neighbour: its number here, and the report, or
-/// None where the neighbour is the one it came from (it only needs to know
-/// that our sequence moved past it, so its head advances and a later
-/// catch-up does not send the change back).
-pub type Change = (Seq, Option<Report>);
 
 /// How far this node has caught up with a neighbour's change sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,16 +48,21 @@ pub struct Head {
 
 struct Attachment {
     id: u64,
+    /// The tag this link's reports are stored with (0: none was free).
+    tag: u16,
     /// The bit that marks reports as heard from this link, if one was free.
     slot: Option<u8>,
-    queue: mpsc::Sender<Change>,
-    /// Told when a frame's worth of updates is waiting in `queue`.
+    /// Changes for this link stored since it last read.
+    waiting: usize,
+    /// Told when the first of them is stored.
+    wake: Arc<Notify>,
+    /// Told when [`FRAME_FULL`] of them are.
     full: Arc<Notify>,
-    /// Cancelled when the link must go (too far behind, or replaced).
+    /// Cancelled when the link must go (replaced, or the node stops).
     cut: CancellationToken,
 }
 
-/// Updates waiting on a link that make a frame worth sending before its
+/// Changes waiting for a link that make a frame worth sending before its
 /// batch window is over.
 pub const FRAME_FULL: usize = 512;
 
@@ -69,49 +72,63 @@ struct Inner {
     links: HashMap<String, Attachment>,
     heads: HashMap<String, Head>,
     next_id: u64,
-    /// Which link holds each heard-from bit. A bit is free again only when
-    /// its link has ended (detached), never merely replaced or cut: until
-    /// then the link may still be sending, and reading its bit.
+    /// Which link holds each heard-from bit, and each source tag. Both are
+    /// free again only when their link has ended (detached), never merely
+    /// replaced: until then the link may still be reading, and reports it
+    /// brought still carry its tag.
     slots: [Option<u64>; HEARD_SLOTS as usize],
+    tags: HashMap<u16, u64>,
+    next_tag: u16,
 }
 
-/// A node's table and its links' outgoing queues.
+/// A node's table and what its links have read of it.
 pub struct Hub {
     epoch: u64,
     metrics: Arc<Metrics>,
-    queue_len: usize,
     inner: Mutex<Inner>,
     /// Bumped whenever the table or the set of links changes, so that
     /// observers (tests, admin) wait on events rather than poll.
     generation: watch::Sender<u64>,
 }
 
-/// What a newly attached link must send first, and where it then reads.
+/// A newly attached link: where it starts reading, and what tells it to.
 pub struct Attached {
     pub id: u64,
-    /// Changes the neighbour has not seen, in order.
-    pub backlog: Vec<Change>,
-    /// Everything up to here is covered once `backlog` is sent.
+    /// The neighbour has seen our changes up to here: reading starts after.
+    pub since: Seq,
+    /// Our last change when the link attached. Changes up to here are its
+    /// catch-up, sent whatever their marks: the neighbour may have lost
+    /// them (restarted), and a mark may be a former link's.
     pub head: Seq,
-    pub live: mpsc::Receiver<Change>,
-    /// Notified when [`FRAME_FULL`] updates wait in `live`.
+    /// Notified when a change for this link is stored after it has read
+    /// everything.
+    pub wake: Arc<Notify>,
+    /// Notified when [`FRAME_FULL`] changes wait.
     pub full: Arc<Notify>,
-    /// The bit marking reports this link's neighbour sent: those in
-    /// `live` so marked need not be sent.
+    tag: u16,
+    /// The bit marking reports this link's neighbour sent us.
     pub slot: Option<u8>,
     pub cut: CancellationToken,
 }
 
+/// What one [`Hub::read`] covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    /// Every change up to here is either read or not for the neighbour.
+    pub to: Seq,
+    /// Nothing after `to` was stored yet.
+    pub caught_up: bool,
+}
+
 impl Hub {
-    pub fn new(epoch: u64, queue_len: usize) -> Hub {
-        Hub::with_metrics(epoch, queue_len, Arc::default())
+    pub fn new(epoch: u64) -> Hub {
+        Hub::with_metrics(epoch, Arc::default())
     }
 
-    pub fn with_metrics(epoch: u64, queue_len: usize, metrics: Arc<Metrics>) -> Hub {
+    pub fn with_metrics(epoch: u64, metrics: Arc<Metrics>) -> Hub {
         Hub {
             epoch,
             metrics,
-            queue_len: queue_len.max(1),
             inner: Mutex::default(),
             generation: watch::Sender::new(0),
         }
@@ -150,9 +167,16 @@ impl Hub {
     /// neighbour `from`, and floods it if it wins.
     pub fn publish(&self, report: Report, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
-        let mut behind = Vec::new();
-        let offer = self.offer(&mut inner, report, from, None, &mut behind);
-        self.settle(inner, behind, matches!(offer, Offer::Won { .. }));
+        let source = from.and_then(|name| inner.links.get(name).map(|a| (a.id, a.tag, None)));
+        let offer = Self::offer(&mut inner, report, source);
+        if from.is_some() {
+            self.count(&offer);
+        }
+        let won = matches!(offer, Offer::Won { .. });
+        drop(inner);
+        if won {
+            self.bump();
+        }
         offer
     }
 
@@ -160,10 +184,11 @@ impl Hub {
     /// order, under one lock and with one event for observers: what a
     /// frame of updates costs.
     ///
-    /// An update that is the very report already stored marks it as heard
-    /// from that link, if the link is still the one attached: the neighbour
-    /// has it, so the link need not send it back. (A link that was replaced
-    /// may be hearing from a neighbour that has since restarted empty.)
+    /// If the link is still the one attached, winners are not for it, and
+    /// an update that is the very report already stored marks it as heard
+    /// from it: the neighbour has it, so the link need not send it back. (A
+    /// link that was replaced may be hearing from a neighbour that has since
+    /// restarted empty: what it brings goes to every link.)
     pub fn publish_all(
         &self,
         updates: impl IntoIterator<Item = impl Update>,
@@ -171,78 +196,110 @@ impl Hub {
         link: u64,
     ) {
         let mut inner = self.lock();
-        let slot = inner
+        let source = inner
             .links
             .get(from)
             .filter(|a| a.id == link)
-            .and_then(|a| a.slot);
-        let mut behind = Vec::new();
-        let mut won = false;
+            .map(|a| (a.id, a.tag, a.slot));
+        let (mut won, mut lost) = (0, 0);
         for update in updates {
-            won |= matches!(
-                self.offer(&mut inner, update, Some(from), slot, &mut behind),
-                Offer::Won { .. }
-            );
+            match Self::offer(&mut inner, update, source) {
+                Offer::Won { .. } => won += 1,
+                Offer::Lost(_) => lost += 1,
+            }
         }
-        self.settle(inner, behind, won);
+        drop(inner);
+        self.metrics.updates_received.inc_by(won);
+        self.metrics.updates_stale.inc_by(lost);
+        if won > 0 {
+            self.bump();
+        }
     }
 
-    /// Offers one report with the lock held; links that could not take a
-    /// change are added to `behind`.
+    fn count(&self, offer: &Offer) {
+        match offer {
+            Offer::Won { .. } => self.metrics.updates_received.inc(),
+            Offer::Lost(_) => self.metrics.updates_stale.inc(),
+        };
+    }
+
+    /// Offers one update with the lock held, from the link `source` (its
+    /// id, tag and heard-from bit), and tells the other links of a winner.
     fn offer(
-        &self,
         inner: &mut Inner,
         update: impl Update,
-        from: Option<&str>,
-        heard: Option<u8>,
-        behind: &mut Vec<String>,
+        source: Option<(u64, u16, Option<u8>)>,
     ) -> Offer {
-        let offer = inner.store.offer_heard(update, heard);
-        if from.is_some() {
-            match offer {
-                Offer::Won { .. } => self.metrics.updates_received.inc(),
-                Offer::Lost(_) => self.metrics.updates_stale.inc(),
-            };
-        }
-        if let Offer::Won { seq, report } = &offer {
-            let seq = *seq;
-            let mut forwarded = 0;
-            for (name, link) in &inner.links {
-                if Some(name.as_str()) == from {
-                    // Only a hint: if it does not fit, the head advances
-                    // with the next change instead; never worth a cut.
-                    let _ = link.queue.try_send((seq, None));
+        let (from, tag, heard) = source.unwrap_or((0, 0, None));
+        let offer = inner.store.offer_from(update, heard, tag);
+        if let Offer::Won { .. } = offer {
+            for link in inner.links.values_mut() {
+                if source.is_some() && link.id == from {
                     continue;
                 }
-                forwarded += 1;
-                if link.queue.try_send((seq, Some(report.clone()))).is_err() {
-                    if !behind.contains(name) {
-                        behind.push(name.clone());
-                    }
-                } else if link.queue.max_capacity() - link.queue.capacity() == FRAME_FULL {
-                    // Once, as the queue reaches it: the link need not
-                    // wait out its window for a full frame.
+                link.waiting += 1;
+                if link.waiting == 1 {
+                    link.wake.notify_one();
+                } else if link.waiting == FRAME_FULL {
                     link.full.notify_one();
                 }
             }
-            self.metrics.updates_forwarded.inc_by(forwarded);
         }
         offer
     }
 
-    /// Cuts the links that fell behind, releases the lock and tells
-    /// observers if the table changed.
-    fn settle(&self, mut inner: MutexGuard<'_, Inner>, behind: Vec<String>, changed: bool) {
-        for name in behind {
-            if let Some(link) = inner.links.remove(&name) {
-                tracing::warn!(peer = %name, "link fell too far behind; cutting it (catch-up repairs it)");
-                link.cut.cancel();
+    /// Reads into `out`, for `link` (attached for `peer`), the current
+    /// reports changed after `after`: at most `most` changes, in order,
+    /// leaving out those the neighbour has (after the link's catch-up: those
+    /// it brought, and those it sent us meanwhile).
+    pub fn read(
+        &self,
+        peer: &str,
+        link: &Attached,
+        after: Seq,
+        most: usize,
+        out: &mut Vec<(Seq, Report)>,
+    ) -> Read {
+        let mut inner = self.lock();
+        if let Some(a) = inner.links.get_mut(peer).filter(|a| a.id == link.id) {
+            a.waiting = 0;
+            // Signals for what is read now are spent; the lock orders this
+            // before any signal for a change stored after it.
+            let _ = a.wake.notified().now_or_never();
+            let _ = a.full.notified().now_or_never();
+        }
+        let mut read = Read {
+            to: after,
+            caught_up: true,
+        };
+        let (mut examined, mut caught_up, mut live, mut spared) = (0, 0, 0, 0);
+        for (seq, report) in inner.store.changes_since(after) {
+            if examined == most {
+                read.caught_up = false;
+                break;
             }
+            examined += 1;
+            read.to = seq;
+            if seq <= link.head {
+                caught_up += 1;
+            } else if link.tag != 0 && report.source() == link.tag {
+                continue;
+            } else if link.slot.is_some_and(|slot| report.heard(slot)) {
+                spared += 1;
+                continue;
+            } else {
+                live += 1;
+            }
+            out.push((seq, report.clone()));
+        }
+        if read.caught_up {
+            read.to = read.to.max(inner.store.head());
         }
         drop(inner);
-        if changed {
-            self.bump();
-        }
+        self.metrics.anti_entropy_items.inc_by(caught_up);
+        self.metrics.updates_forwarded.inc_by(live);
+        self.metrics.updates_skipped.inc_by(spared);
+        read
     }
 
     /// The client's newest report known here.
@@ -267,13 +324,8 @@ impl Hub {
         } else {
             0
         };
-        let backlog: Vec<Change> = inner
-            .store
-            .changes_since(since)
-            .map(|(seq, report)| (seq, Some(report.clone())))
-            .collect();
         let head = inner.store.head().max(since);
-        let (queue, live) = mpsc::channel(self.queue_len);
+        let wake = Arc::new(Notify::new());
         let full = Arc::new(Notify::new());
         let cut = CancellationToken::new();
         inner.next_id += 1;
@@ -282,10 +334,16 @@ impl Hub {
             inner.slots[free] = Some(id);
             free as u8
         });
+        let tag = free_tag(&mut inner);
+        if tag != 0 {
+            inner.tags.insert(tag, id);
+        }
         let attachment = Attachment {
             id,
+            tag,
             slot,
-            queue,
+            waiting: 0,
+            wake: wake.clone(),
             full: full.clone(),
             cut: cut.clone(),
         };
@@ -296,10 +354,11 @@ impl Hub {
         self.bump();
         Attached {
             id,
-            backlog,
+            since,
             head,
-            live,
+            wake,
             full,
+            tag,
             slot,
             cut,
         }
@@ -313,6 +372,7 @@ impl Hub {
                 *slot = None;
             }
         }
+        inner.tags.retain(|_, link| *link != id);
         if inner.links.get(peer).is_some_and(|l| l.id == id) {
             inner.links.remove(peer);
             drop(inner);
@@ -362,6 +422,17 @@ impl Hub {
     }
 }
 
+/// A source tag no link that has not ended holds, 0 if all are held.
+fn free_tag(inner: &mut Inner) -> u16 {
+    for _ in 0..u16::MAX {
+        inner.next_tag = inner.next_tag.checked_add(1).unwrap_or(1);
+        if !inner.tags.contains_key(&inner.next_tag) {
+            return inner.next_tag;
+        }
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,39 +450,133 @@ mod tests {
         )
     }
 
-    /// The reports queued on a link (markers left out).
-    fn drain(rx: &mut mpsc::Receiver<Change>) -> Vec<(Seq, Vec<u8>)> {
+    /// A link's end, as the link code drives it.
+    struct End {
+        peer: String,
+        link: Attached,
+        to: Seq,
+    }
+
+    fn attach(hub: &Hub, peer: &str, seen: Head) -> End {
+        let link = hub.attach(peer, seen);
+        End {
+            peer: peer.into(),
+            to: link.since,
+            link,
+        }
+    }
+
+    /// Everything the link has to send now, in order.
+    fn read_all(hub: &Hub, end: &mut End) -> Vec<(Seq, Report)> {
         let mut out = Vec::new();
-        while let Ok((seq, r)) = rx.try_recv() {
-            if let Some(r) = r {
-                out.push((seq, r.client().to_vec()));
+        loop {
+            let read = hub.read(&end.peer, &end.link, end.to, 3, &mut out);
+            assert!(read.to >= end.to, "a read never goes back");
+            end.to = read.to;
+            if read.caught_up {
+                return out;
             }
         }
-        out
+    }
+
+    fn clients(hub: &Hub, end: &mut End) -> Vec<(Seq, Vec<u8>)> {
+        read_all(hub, end)
+            .into_iter()
+            .map(|(seq, r)| (seq, r.client().to_vec()))
+            .collect()
     }
 
     #[test]
     fn winners_go_to_every_neighbour_but_the_sender() {
-        let hub = Hub::new(7, 16);
-        let mut a = hub.attach("A", Head::default());
-        let mut b = hub.attach("B", Head::default());
-        let mut c = hub.attach("C", Head::default());
+        let hub = Hub::new(7);
+        let mut a = attach(&hub, "A", Head::default());
+        let mut b = attach(&hub, "B", Head::default());
+        let mut c = attach(&hub, "C", Head::default());
         hub.publish(report("A", "k", 5), Some("A"));
-        // The sender gets only a marker that the sequence moved.
-        assert!(matches!(a.live.try_recv(), Ok((1, None))));
-        assert!(drain(&mut a.live).is_empty());
-        assert_eq!(drain(&mut b.live), vec![(1, b"k".to_vec())]);
-        assert_eq!(drain(&mut c.live), vec![(1, b"k".to_vec())]);
+        // The sender reads nothing, but past the change.
+        assert!(clients(&hub, &mut a).is_empty());
+        assert_eq!(a.to, 1);
+        assert_eq!(clients(&hub, &mut b), vec![(1, b"k".to_vec())]);
+        assert_eq!(clients(&hub, &mut c), vec![(1, b"k".to_vec())]);
         // A client's report goes to everyone.
         hub.publish(report("Z", "j", 5), None);
-        for link in [&mut a, &mut b, &mut c] {
-            assert_eq!(drain(&mut link.live), vec![(2, b"j".to_vec())]);
+        for end in [&mut a, &mut b, &mut c] {
+            assert_eq!(clients(&hub, end), vec![(2, b"j".to_vec())]);
         }
     }
 
     #[test]
+    fn reads_take_at_most_what_they_are_asked_for_and_say_when_they_are_done() {
+        let hub = Hub::new(7);
+        let a = attach(&hub, "A", Head::default());
+        for i in 0..5 {
+            hub.publish(report("X", &format!("c{i}"), 1), None);
+        }
+        let mut out = Vec::new();
+        let read = hub.read("A", &a.link, 0, 2, &mut out);
+        assert_eq!(
+            (read, out.len()),
+            (
+                Read {
+                    to: 2,
+                    caught_up: false
+                },
+                2
+            )
+        );
+        let read = hub.read("A", &a.link, read.to, 3, &mut out);
+        assert_eq!(
+            (read, out.len()),
+            (
+                Read {
+                    to: 5,
+                    caught_up: true
+                },
+                5
+            )
+        );
+        let read = hub.read("A", &a.link, read.to, 3, &mut out);
+        assert_eq!(
+            (read, out.len()),
+            (
+                Read {
+                    to: 5,
+                    caught_up: true
+                },
+                5
+            )
+        );
+        let seqs: Vec<Seq> = out.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_link_is_told_of_the_first_change_after_it_read_and_of_a_full_frame() {
+        let ready = |n: &Notify| n.notified().now_or_never().is_some();
+        let hub = Hub::new(7);
+        let a = attach(&hub, "A", Head::default());
+        let b = attach(&hub, "B", Head::default());
+        hub.publish(report("X", "c", 1), Some("B"));
+        assert!(ready(&a.link.wake), "told of the first change");
+        assert!(!ready(&b.link.wake), "the sender is not told of its own");
+        hub.publish(report("X", "d", 1), None);
+        assert!(!ready(&a.link.wake), "nor told again before it reads");
+        // A read spends a signal still pending.
+        hub.publish(report("X", "e", 1), None);
+        hub.read("A", &a.link, 0, 1, &mut Vec::new());
+        assert!(!ready(&a.link.wake));
+        hub.publish(report("X", "f", 1), None);
+        assert!(ready(&a.link.wake), "told again after a read");
+        for i in 1..FRAME_FULL {
+            assert!(!ready(&a.link.full), "full at {i}");
+            hub.publish(report("X", &format!("g{i}"), 1), None);
+        }
+        assert!(ready(&a.link.full), "a frame's worth waits");
+    }
+
+    #[test]
     fn the_very_report_heard_back_marks_it_for_that_link_only() {
-        let hub = Hub::new(7, 16);
+        let hub = Hub::new(7);
         let a = hub.attach("A", Head::default());
         let b = hub.attach("B", Head::default());
         let (sa, sb) = (a.slot.unwrap(), b.slot.unwrap());
@@ -428,39 +593,87 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_link_marks_nothing_and_its_bit_waits_for_it_to_end() {
-        let hub = Hub::new(7, 16);
-        let old = hub.attach("A", Head::default());
-        let new = hub.attach("A", Head::default());
-        assert_ne!(old.slot, new.slot, "the old link may still read its bit");
-        let r = report("Z", "k", 5);
-        hub.publish(r.clone(), None);
-        hub.publish_all([Report::parse(r.line()).unwrap()], "A", old.id);
-        assert!(!r.heard(old.slot.unwrap()) && !r.heard(new.slot.unwrap()));
-        // Its bit is free once it has ended.
-        hub.detach("A", old.id);
-        let other = hub.attach("C", Head::default());
-        assert_eq!(other.slot, old.slot);
+    fn what_a_neighbour_has_is_left_out_but_never_from_its_catch_up() {
+        let hub = Hub::new(7);
+        let before = report("Z", "old", 5);
+        hub.publish(before.clone(), None);
+        let mut a = attach(&hub, "A", Head::default());
+        let mut b = attach(&hub, "B", Head::default());
+        let after = report("Z", "new", 5);
+        hub.publish(after.clone(), None);
+        // A sends both back before its link reads them.
+        for r in [&before, &after] {
+            hub.publish_all([Report::parse(r.line()).unwrap()], "A", a.link.id);
+        }
+        // Its catch-up (the change before it attached) still goes; the
+        // change since is spared.
+        assert_eq!(clients(&hub, &mut a), vec![(1, b"old".to_vec())]);
+        assert_eq!(a.to, 2);
+        assert_eq!(hub.metrics().updates_skipped.get(), 1);
+        assert_eq!(
+            clients(&hub, &mut b),
+            vec![(1, b"old".to_vec()), (2, b"new".to_vec())]
+        );
     }
 
     #[test]
-    fn links_beyond_the_marking_bits_get_none() {
-        let hub = Hub::new(7, 16);
+    fn a_replaced_link_marks_nothing_and_what_it_brings_goes_to_its_successor() {
+        let hub = Hub::new(7);
+        let old = hub.attach("A", Head::default());
+        let mut new = attach(&hub, "A", Head::default());
+        assert_ne!(
+            old.slot, new.link.slot,
+            "the old link may still read its bit"
+        );
+        assert_ne!(old.tag, new.link.tag);
+        let r = report("Z", "k", 5);
+        hub.publish(r.clone(), None);
+        hub.publish_all([Report::parse(r.line()).unwrap()], "A", old.id);
+        assert!(!r.heard(old.slot.unwrap()) && !r.heard(new.link.slot.unwrap()));
+        // The neighbour may have restarted empty since the old link: what
+        // that link brings is for the new one too.
+        hub.publish_all([report("A", "late", 6)], "A", old.id);
+        assert_eq!(
+            clients(&hub, &mut new),
+            vec![(1, b"k".to_vec()), (2, b"late".to_vec())]
+        );
+        // Its bit and tag are free once it has ended.
+        hub.detach("A", old.id);
+        let other = hub.attach("C", Head::default());
+        assert_eq!(other.slot, old.slot);
+        assert!(hub.lock().tags.len() == 2 && !hub.lock().tags.contains_key(&old.tag));
+    }
+
+    #[test]
+    fn links_beyond_the_marking_bits_get_none_but_still_a_tag() {
+        let hub = Hub::new(7);
         let links: Vec<Attached> = (0..=HEARD_SLOTS)
             .map(|i| hub.attach(&format!("P{i}"), Head::default()))
             .collect();
         assert!(links[..HEARD_SLOTS as usize]
             .iter()
             .all(|l| l.slot.is_some()));
-        assert_eq!(links[HEARD_SLOTS as usize].slot, None);
+        let last = &links[HEARD_SLOTS as usize];
+        assert_eq!(last.slot, None);
+        // So what it brings is still not sent back to it.
+        let name = format!("P{HEARD_SLOTS}");
+        hub.publish_all([report("X", "k", 1)], &name, last.id);
+        let mut end = End {
+            peer: name,
+            to: 0,
+            link: hub.attach("unused", Head::default()),
+        };
+        end.link = links.into_iter().last().unwrap();
+        assert!(read_all(&hub, &mut end).is_empty());
+        assert_eq!(end.to, 1);
     }
 
     #[test]
     fn losers_go_nowhere() {
-        let hub = Hub::new(7, 16);
-        let mut a = hub.attach("A", Head::default());
+        let hub = Hub::new(7);
+        let mut a = attach(&hub, "A", Head::default());
         hub.publish(report("B", "k", 5), Some("B"));
-        assert_eq!(drain(&mut a.live).len(), 1);
+        assert_eq!(clients(&hub, &mut a).len(), 1);
         assert!(matches!(
             hub.publish(report("B", "k", 4), Some("B")),
             Offer::Lost(_)
@@ -469,43 +682,42 @@ mod tests {
             hub.publish(report("B", "k", 5), Some("B")),
             Offer::Lost(_)
         ));
-        assert!(drain(&mut a.live).is_empty());
+        assert!(clients(&hub, &mut a).is_empty());
     }
 
     #[test]
     fn attach_sends_only_what_the_neighbour_has_not_seen() {
-        let hub = Hub::new(7, 16);
+        let hub = Hub::new(7);
         for (i, c) in ["a", "b", "c", "d"].iter().enumerate() {
             hub.publish(report("X", c, i as u64), None);
         }
         hub.publish(report("X", "a", 10), None); // seq 5 supersedes seq 1
-        let got = hub.attach("P", Head { epoch: 7, seq: 3 });
-        let clients: Vec<_> = got
-            .backlog
-            .iter()
-            .map(|(s, r)| (*s, r.as_ref().unwrap().client().to_vec()))
-            .collect();
-        assert_eq!(clients, vec![(4, b"d".to_vec()), (5, b"a".to_vec())]);
-        assert_eq!(got.head, 5);
+        let mut got = attach(&hub, "P", Head { epoch: 7, seq: 3 });
+        assert_eq!(got.link.head, 5);
+        assert_eq!(
+            clients(&hub, &mut got),
+            vec![(4, b"d".to_vec()), (5, b"a".to_vec())]
+        );
+        assert_eq!(hub.metrics().anti_entropy_items.get(), 2);
         // Up to date: nothing to send, head stays.
-        let got = hub.attach("P", Head { epoch: 7, seq: 5 });
-        assert!(got.backlog.is_empty());
-        assert_eq!(got.head, 5);
+        let mut got = attach(&hub, "P", Head { epoch: 7, seq: 5 });
+        assert!(clients(&hub, &mut got).is_empty());
+        assert_eq!((got.link.head, got.to), (5, 5));
     }
 
     #[test]
     fn a_head_from_another_epoch_gets_everything() {
-        let hub = Hub::new(8, 16);
+        let hub = Hub::new(8);
         hub.publish(report("X", "a", 1), None);
         hub.publish(report("X", "b", 1), None);
-        let got = hub.attach("P", Head { epoch: 7, seq: 99 });
-        assert_eq!(got.backlog.len(), 2);
-        assert_eq!(got.head, 2);
+        let mut got = attach(&hub, "P", Head { epoch: 7, seq: 99 });
+        assert_eq!(clients(&hub, &mut got).len(), 2);
+        assert_eq!(got.link.head, 2);
     }
 
     #[test]
     fn reattaching_cuts_the_old_link_and_detach_keeps_the_new() {
-        let hub = Hub::new(1, 16);
+        let hub = Hub::new(1);
         let old = hub.attach("P", Head::default());
         let new = hub.attach("P", Head::default());
         assert!(old.cut.is_cancelled());
@@ -516,32 +728,29 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_markers_but_never_cuts_the_sender() {
-        let hub = Hub::new(1, 2);
-        let sender = hub.attach("S", Head::default());
-        for i in 0..5 {
-            hub.publish(report("S", &format!("c{i}"), 1), Some("S"));
+    fn a_link_that_reads_late_is_not_cut_and_gets_the_newest_only() {
+        let hub = Hub::new(1);
+        let mut slow = attach(&hub, "S", Head::default());
+        let mut fast = attach(&hub, "F", Head::default());
+        for secs in 1..=3 {
+            for i in 0..100 {
+                hub.publish(report("X", &format!("c{i}"), secs), None);
+            }
+            assert_eq!(clients(&hub, &mut fast).len(), 100);
         }
-        assert!(!sender.cut.is_cancelled());
-        assert_eq!(hub.attached(), vec!["S".to_string()]);
-    }
-
-    #[test]
-    fn a_link_that_falls_behind_is_cut_and_others_go_on() {
-        let hub = Hub::new(1, 2);
-        let slow = hub.attach("S", Head::default());
-        let mut fast = hub.attach("F", Head::default());
-        for i in 0..3 {
-            hub.publish(report("X", &format!("c{i}"), 1), None);
-            drain(&mut fast.live);
-        }
-        assert!(slow.cut.is_cancelled());
-        assert_eq!(hub.attached(), vec!["F".to_string()]);
+        assert!(!slow.link.cut.is_cancelled());
+        assert_eq!(hub.attached(), vec!["F".to_string(), "S".to_string()]);
+        let got = read_all(&hub, &mut slow);
+        assert_eq!(got.len(), 100);
+        assert!(got
+            .iter()
+            .all(|(seq, r)| *seq > 200 && r.time().secs() == 3));
+        assert_eq!(slow.to, 300);
     }
 
     #[test]
     fn heads_reset_on_a_new_epoch_and_never_go_back() {
-        let hub = Hub::new(1, 2);
+        let hub = Hub::new(1);
         hub.advance("P", 5, 10);
         hub.advance("P", 5, 8);
         assert_eq!(hub.head_of("P"), Head { epoch: 5, seq: 10 });
@@ -550,33 +759,27 @@ mod tests {
     }
 
     /// Plays one link coming up between two hubs, as the link code does:
-    /// both ends attach with what they have seen of the other, send their
-    /// backlogs, and then their live queues (which by now hold markers for
-    /// what they received), and each receiver records the heads. Returns
-    /// how many reports went each way.
+    /// both ends attach with what they have seen of the other and send
+    /// what they read (their catch-up), then read again (what they received
+    /// meanwhile is left out, but moves their head), and each receiver
+    /// records the heads. Returns how many reports went each way.
     fn reconcile(a: (&str, &Hub), b: (&str, &Hub)) -> (usize, usize) {
         let (seen_by_a, seen_by_b) = (a.1.head_of(b.0), b.1.head_of(a.0));
-        let mut ends = [a.1.attach(b.0, seen_by_b), b.1.attach(a.0, seen_by_a)];
+        let mut ends = [attach(a.1, b.0, seen_by_b), attach(b.1, a.0, seen_by_a)];
         let mut sent = [0, 0];
         let pairs = [(a, b), (b, a)];
-        for (i, ((from_name, from), (_, to))) in pairs.into_iter().enumerate() {
-            let end = &mut ends[i];
-            for (_, report) in std::mem::take(&mut end.backlog) {
-                sent[i] += 1;
-                to.publish(report.unwrap(), Some(from_name));
-            }
-            to.advance(from_name, from.epoch(), end.head);
-        }
-        for (i, ((from_name, from), (to_name, to))) in pairs.into_iter().enumerate() {
-            let end = &mut ends[i];
-            while let Ok((seq, report)) = end.live.try_recv() {
-                if let Some(report) = report {
+        for _ in 0..2 {
+            for (i, ((from_name, from), (_, to))) in pairs.into_iter().enumerate() {
+                let end = &mut ends[i];
+                for (_, report) in read_all(from, end) {
                     sent[i] += 1;
                     to.publish(report, Some(from_name));
                 }
-                to.advance(from_name, from.epoch(), seq);
+                to.advance(from_name, from.epoch(), end.to);
             }
-            from.detach(to_name, end.id);
+        }
+        for (i, ((_, from), (to_name, _))) in pairs.into_iter().enumerate() {
+            from.detach(to_name, ends[i].link.id);
         }
         (sent[0], sent[1])
     }
@@ -590,8 +793,8 @@ mod tests {
 
     #[test]
     fn reconciliation_sends_differences_in_both_directions() {
-        let a = Hub::new(1, 128);
-        let b = Hub::new(2, 128);
+        let a = Hub::new(1);
+        let b = Hub::new(2);
         for i in 0..50 {
             a.publish(report("A", &format!("a{i}"), 1), None);
         }
@@ -619,18 +822,18 @@ mod tests {
 
     #[test]
     fn a_restarted_peer_gets_everything_and_sends_its_new_epoch() {
-        let a = Hub::new(1, 16);
-        let b = Hub::new(2, 16);
+        let a = Hub::new(1);
+        let b = Hub::new(2);
         for i in 0..10 {
             a.publish(report("A", &format!("c{i}"), 1), None);
         }
         reconcile(("A", &a), ("B", &b));
         // B restarts: a new epoch and an empty table; A's head for B is
         // from B's old epoch, and B has seen nothing of A.
-        let b = Hub::new(3, 16);
+        let b = Hub::new(3);
         b.publish(report("B", "fresh", 1), None);
         assert_eq!(reconcile(("A", &a), ("B", &b)), (10, 1));
-        // B's own change and the ten it received from A (as markers).
+        // B's own change and the ten it received from A (read past).
         assert_eq!(a.head_of("B"), Head { epoch: 3, seq: 11 });
         assert_eq!(reconcile(("A", &a), ("B", &b)), (0, 0));
     }

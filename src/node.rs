@@ -124,7 +124,7 @@ impl BoundNode {
             .map(|n| n.neighbours.clone())
             .unwrap_or_default();
         let metrics = Arc::new(Metrics::new(&neighbours));
-        let hub = Arc::new(Hub::with_metrics(epoch, config.peer.queue, metrics));
+        let hub = Arc::new(Hub::with_metrics(epoch, metrics));
         let name: Arc<str> = Arc::from(self.name.as_str());
         let client_addr = self.client_addr();
         let peer_addr = self.peer_addr();

@@ -64,6 +64,9 @@ struct Meta {
     client_len: u32,
     /// The server name runs from byte 3 (after `AT `) for this many bytes.
     server_len: u8,
+    /// Which of the node's links brought it (see [`Report::source`]); in
+    /// what was padding.
+    source: u16,
 }
 
 impl Meta {
@@ -75,6 +78,7 @@ impl Meta {
             client_start: client_start as u32,
             client_len: client_len as u32,
             server_len: server_len as u8,
+            source: 0,
         }
     }
 
@@ -189,24 +193,33 @@ impl Report {
         self.0.header.header.seq.load(Relaxed) & bit != 0
     }
 
-    /// This report numbered `seq` by the store that takes it, or a copy so
-    /// numbered if another store already numbered this one (a report
-    /// carries one store's change number).
-    pub(crate) fn numbered(self, seq: u64) -> Report {
-        let claimed = self
-            .0
-            .header
-            .header
-            .seq
-            .compare_exchange(0, seq, Relaxed, Relaxed);
-        match claimed {
-            Ok(_) => self,
-            Err(_) => Checked {
-                line: self.line(),
-                meta: *self.meta(),
-            }
-            .numbered(seq),
+    /// The tag of the link that brought this report to the store holding
+    /// it, 0 if none did (a client's). Tags are the store's node's own.
+    pub(crate) fn source(&self) -> u16 {
+        self.meta().source
+    }
+
+    /// This report numbered `seq` by the store that takes it from link
+    /// `source`, or a copy so numbered if another store already numbered
+    /// this one (a report carries one store's change number) or it is
+    /// marked with another source.
+    pub(crate) fn numbered(self, seq: u64, source: u16) -> Report {
+        let claimed = self.meta().source == source
+            && self
+                .0
+                .header
+                .header
+                .seq
+                .compare_exchange(0, seq, Relaxed, Relaxed)
+                .is_ok();
+        if claimed {
+            return self;
         }
+        Checked {
+            line: self.line(),
+            meta: *self.meta(),
+        }
+        .numbered(seq, source)
     }
 
     /// The AT line, without a line end.
@@ -279,13 +292,18 @@ impl Checked<'_> {
 
     /// The report, in its own allocation.
     pub fn to_report(&self) -> Report {
-        self.numbered(0)
+        self.numbered(0, 0)
     }
 
-    /// The report, in its own allocation, numbered `seq` by its store.
-    pub(crate) fn numbered(self, seq: u64) -> Report {
+    /// The report, in its own allocation, numbered `seq` by its store,
+    /// which took it from link `source`.
+    pub(crate) fn numbered(self, seq: u64, source: u16) -> Report {
+        let meta = Meta {
+            source,
+            ..self.meta
+        };
         Report(ThinArc::from_header_and_slice(
-            Header::new(self.meta, seq),
+            Header::new(meta, seq),
             self.line,
         ))
     }

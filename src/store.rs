@@ -53,8 +53,8 @@ pub trait Update {
     fn client(&self) -> &[u8];
     /// [`Report::newness`] against the stored report.
     fn newness(&self, current: &Report) -> Ordering;
-    /// The report to store, numbered `seq`.
-    fn into_report(self, seq: Seq) -> Report;
+    /// The report to store, numbered `seq`, from link `source`.
+    fn into_report(self, seq: Seq, source: u16) -> Report;
 }
 
 impl Update for Report {
@@ -64,8 +64,8 @@ impl Update for Report {
     fn newness(&self, current: &Report) -> Ordering {
         Report::newness(self, current)
     }
-    fn into_report(self, seq: Seq) -> Report {
-        self.numbered(seq)
+    fn into_report(self, seq: Seq, source: u16) -> Report {
+        self.numbered(seq, source)
     }
 }
 
@@ -76,8 +76,8 @@ impl Update for Checked<'_> {
     fn newness(&self, current: &Report) -> Ordering {
         Checked::newness(self, current)
     }
-    fn into_report(self, seq: Seq) -> Report {
-        self.numbered(seq)
+    fn into_report(self, seq: Seq, source: u16) -> Report {
+        self.numbered(seq, source)
     }
 }
 
@@ -92,13 +92,14 @@ impl Store {
     /// Stores `update` if it is newer than the client's current report.
     /// One hash of the client ID and one probe, whatever the outcome.
     pub fn offer(&mut self, update: impl Update) -> Offer {
-        self.offer_heard(update, None)
+        self.offer_from(update, None, 0)
     }
 
-    /// [`Store::offer`] of an update heard from the neighbour on link
-    /// `heard`: if it is the very report stored (the same line), the stored
-    /// report is marked as heard from that link.
-    pub fn offer_heard(&mut self, update: impl Update, heard: Option<u8>) -> Offer {
+    /// [`Store::offer`] of an update heard from the neighbour on the link
+    /// tagged `source` (0: none), whose heard-from bit is `heard`: if it is
+    /// the very report stored (the same line), the stored report is marked
+    /// as heard from that link; if it wins, it is stored with that tag.
+    pub fn offer_from(&mut self, update: impl Update, heard: Option<u8>, source: u16) -> Offer {
         let hasher = &self.hasher;
         let hash = hasher.hash_one(update.client());
         let entry = self.clients.entry(
@@ -121,7 +122,7 @@ impl Store {
                     }
                     Ordering::Less => return Offer::Lost(current.clone()),
                 }
-                report = update.into_report(seq);
+                report = update.into_report(seq, source);
                 let old = self.changes.partition_point(|&(s, _)| s < current.seq());
                 if let Some((_, hole)) = self.changes.get_mut(old) {
                     *hole = None;
@@ -130,7 +131,7 @@ impl Store {
                 *current = report.clone();
             }
             Entry::Vacant(slot) => {
-                report = update.into_report(seq);
+                report = update.into_report(seq, source);
                 slot.insert(report.clone());
             }
         }

@@ -128,7 +128,7 @@ fn serve(input: Vec<u8>, cuts: Vec<usize>) -> Vec<u8> {
     runtime.block_on(async move {
         let svc = Arc::new(ClientService {
             node: Arc::from("Test"),
-            hub: Arc::new(Hub::new(1, 16)),
+            hub: Arc::new(Hub::new(1)),
             places: Arc::new(common::EchoPlaces),
             places_timeout: Duration::from_secs(5),
             limits: Limits::default(),

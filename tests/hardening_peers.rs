@@ -37,7 +37,7 @@ use herd::peer::frame::{self, Hello, Message};
 const MAX_FRAME: usize = 1 << 20;
 
 /// Peer settings shared by every test: quick redials, a quick handshake
-/// bound; each test adds its own idle time and queue.
+/// bound; each test adds its own idle time.
 const PEER: &str = "backoff_min = \"20ms\"\nbackoff_max = \"200ms\"\n\
                     keepalive = \"250ms\"\nconnect_timeout = \"1500ms\"\n";
 
@@ -816,7 +816,7 @@ async fn a_neighbour_that_stops_reading_is_cut_and_memory_stays_bounded() {
     let _serial = SERIAL.lock().await;
     logs();
     let t = Trio::new("d");
-    let mut herd = start(&t, &format!("{PEER}idle_timeout = \"3s\"\nqueue = 1024\n")).await;
+    let mut herd = start(&t, &format!("{PEER}idle_timeout = \"3s\"\n")).await;
     herd.stop(&t.jaquez).await;
     let clark = peer_addr(&herd, &t.clark);
     let memory = Memory::start();
@@ -882,8 +882,8 @@ async fn a_neighbour_that_stops_reading_is_cut_and_memory_stays_bounded() {
         slowest_batch < Duration::from_secs(5),
         "{BATCH} IAMATs took {slowest_batch:?}"
     );
-    // The clients' reports (stored at Clark and Bona) plus one queue of
-    // 1024 and the socket buffers' worth of frames: not the updates sent.
+    // The clients' reports (stored at Clark and Bona) plus the socket
+    // buffers' worth of frames: not the updates sent.
     assert!(growth.peak < 100.0, "{growth}");
     assert!(growth.rss_peak < 200.0, "{growth}");
     // The node has closed its end: what it had sent drains, then EOF.
@@ -911,7 +911,7 @@ async fn a_neighbour_that_stops_reading_is_cut_and_memory_stays_bounded() {
 /// The catch-up a link starts with is written under the same bound as live
 /// updates: a neighbour that stops reading in the middle of it (while still
 /// sending pings) is cut within `idle_timeout`, even when no new update
-/// arrives to overflow its queue.
+/// arrives meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_neighbour_that_stops_reading_during_catch_up_is_cut() {
     // ~12 MiB of catch-up: three times what loopback socket buffers were

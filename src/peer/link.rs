@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, FrameError, Hello, Message};
 use crate::config::PeerSettings;
-use crate::flood::{Attached, Change, Hub, FRAME_FULL};
+use crate::flood::{Attached, Hub, Read};
 use crate::report::Report;
 use crate::store::Seq;
 use crate::transport::Conn;
@@ -47,9 +46,6 @@ pub async fn run(
     let started = Instant::now();
     let attached = hub.attach(peer, hello.seen);
     metrics.link_up(peer, attached.id, remote);
-    metrics
-        .anti_entropy_items
-        .inc_by(attached.backlog.len() as u64);
     let id = attached.id;
     let cut = attached.cut.clone();
     let (pongs, pong_queue) = mpsc::channel(8);
@@ -57,7 +53,7 @@ pub async fn run(
     tokio::pin!(receiving);
     // Shutdown is the writer's to handle, so that it can say goodbye.
     let (reason, sending_ended) = tokio::select! {
-        _ = cut.cancelled() => ("cut: replaced by a newer link or too far behind".to_string(), false),
+        _ = cut.cancelled() => ("cut: replaced by a newer link".to_string(), false),
         r = &mut receiving => (r, false),
         r = transmit(hub, peer, writer, attached, pong_queue, settings, shutdown, started) => (r, true),
     };
@@ -193,74 +189,60 @@ async fn transmit(
     started: Instant,
 ) -> String {
     let metrics = hub.metrics();
-    let Attached {
-        backlog,
-        head,
-        mut live,
-        full,
-        slot,
-        ..
-    } = attached;
     let mut writer = writer;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let budget = settings.max_frame / 2;
-    // Catch-up first, in frames under the peer's limit.
-    let mut rest = &backlog[..];
-    loop {
-        let n = fit(rest, BATCH, budget);
-        let frame_head = if n == rest.len() { head } else { rest[n - 1].0 };
-        encode(frame_head, &rest[..n], &mut buf);
-        rest = &rest[n..];
-        match timeout(settings.idle_timeout, writer.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
-            Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
-        }
-        metrics.traffic(peer, 0, 0, 1, buf.len() as u64);
-        buf.clear();
-        if rest.is_empty() {
-            break;
-        }
-    }
-    // Sent: the backlog (up to a whole table of references, which would keep
-    // superseded reports alive) must not live as long as the link.
-    drop(backlog);
-    match timeout(settings.idle_timeout, writer.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
-        Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
-    }
     let mut ping = interval(settings.keepalive);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
+    let (wake, full) = (attached.wake.clone(), attached.full.clone());
+    let mut changes = Changes::new(hub, peer, attached, settings.max_frame / 2);
     let mut frames = 0;
     let window = settings.batch_window;
     // When the last frame of updates went out.
     let mut last_sent: Option<Instant> = None;
-    // The window just ended with updates waiting.
-    let mut gathered = false;
-    // A head not yet sent: see below.
-    let mut held: Option<Seq> = None;
+    // Whether to read at once: the window just ended, or a change arrived
+    // on a quiet link. (While catching up, reading goes on regardless.)
+    let mut due = false;
+    // The goodbye is written.
+    let mut closing = false;
     loop {
         // Under load (a frame of updates went out less than a window ago)
-        // the queue is not even looked at until the window is over, or
-        // until a frame's worth is waiting: one wakeup per frame.
+        // changes are not even looked at until the window is over, or
+        // until a frame's worth is waiting (then `due`): one wakeup per
+        // frame.
         let gate = last_sent
             .map(|at| at + window)
-            .filter(|end| *end > Instant::now() && live.len() < FRAME_FULL);
+            .filter(|end| !due && *end > Instant::now() && changes.caught_up());
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                // Everything queued goes out before the goodbye.
-                if let Some(head) = held.take() {
-                    encode(head, &[], &mut buf);
-                    frames += 1;
-                }
-                while live.recv_many(&mut batch, BATCH).now_or_never().is_some_and(|n| n > 0) {
-                    metrics.updates_skipped.inc_by(spare(&mut batch, slot));
-                    frames += encode_all(&mut batch, budget, &mut buf);
+                // Everything stored goes out before the goodbye.
+                loop {
+                    frames += changes.next(&mut buf, true).0;
+                    if changes.caught_up() {
+                        break;
+                    }
                 }
                 frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
+                frames += 1;
+                closing = true;
+            }
+            Some(n) = pongs.recv() => {
+                frame::encode(&Message::Pong(n), &mut buf);
+                frames += 1;
+            }
+            _ = ping.tick() => {
+                // A head not yet sent (see `Changes::next`) rides with the
+                // ping; outside a window, so does what waits.
+                if gate.is_none() {
+                    let (n, live) = changes.next(&mut buf, true);
+                    frames += n;
+                    if live {
+                        last_sent = Some(Instant::now());
+                    }
+                } else {
+                    frames += changes.head(&mut buf);
+                }
+                frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
                 frames += 1;
             }
             _ = async {
@@ -272,57 +254,27 @@ async fn transmit(
                 // What gathered over the window goes at once: yielding
                 // first would put it behind everything else a busy node
                 // has to run.
-                gathered = !live.is_empty();
+                due = true;
                 continue;
             }
-            got = live.recv_many(&mut batch, BATCH), if gate.is_none() => {
-                if got == 0 {
-                    return "queue closed".into();
-                }
-                let gathered = std::mem::take(&mut gathered);
-                if got < BATCH && batch.iter().any(|(_, report)| report.is_some()) {
-                    // A quiet link lets the tasks making updates run once
-                    // more, so that one frame and one write carry what
-                    // they add.
-                    if !gathered {
-                        tokio::task::yield_now().await;
-                    }
-                    while batch.len() < BATCH {
-                        match live.try_recv() {
-                            Ok(change) => batch.push(change),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                metrics.updates_skipped.inc_by(spare(&mut batch, slot));
-                // Changes without a line (the peer's own updates, winning
-                // here, and those it sent us meanwhile) only move the head
-                // the peer knows we have. The head rides with the next
-                // frame of updates or the next ping: a frame of its own per
-                // window would make every link back towards where updates
-                // come from as busy as the link that brings them, for
-                // nothing the peer needs at once (catch-up after a drop
-                // merely resends a few of its own updates).
-                if batch.iter().all(|(_, report)| report.is_none()) {
-                    held = batch.last().map(|(seq, _)| *seq);
-                    batch.clear();
+            _ = wake.notified(), if gate.is_none() && changes.caught_up() && !due => {
+                // A quiet link lets the tasks making updates run once
+                // more, so that one frame and one write carry what they
+                // add.
+                tokio::task::yield_now().await;
+                due = true;
+                continue;
+            }
+            _ = std::future::ready(()), if gate.is_none() && (due || !changes.caught_up()) => {
+                due = false;
+                let (n, live) = changes.next(&mut buf, false);
+                if n == 0 {
                     continue;
                 }
-                frames += encode_all(&mut batch, budget, &mut buf);
-                held = None;
-                last_sent = Some(Instant::now());
-            }
-            Some(n) = pongs.recv() => {
-                frame::encode(&Message::Pong(n), &mut buf);
-                frames += 1;
-            }
-            _ = ping.tick() => {
-                if let Some(head) = held.take() {
-                    encode(head, &[], &mut buf);
-                    frames += 1;
+                frames += n;
+                if live {
+                    last_sent = Some(Instant::now());
                 }
-                frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
-                frames += 1;
             }
         }
         let wrote = async {
@@ -336,37 +288,96 @@ async fn transmit(
         }
         metrics.traffic(peer, 0, 0, std::mem::take(&mut frames), buf.len() as u64);
         buf.clear();
-        if shutdown.is_cancelled() {
+        if buf.capacity() > KEPT_FRAME_BUFFER {
+            // A catch-up's buffer is not kept for the link's life.
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+        // (A write that began before shutdown is followed by the drain.)
+        if closing {
             let _ = writer.shutdown().await;
             return "node shutting down".into();
         }
     }
 }
 
-/// Turns the queued reports the neighbour on link `slot` has sent us
-/// meanwhile into bare changes (it has them, or newer: a node sends only
-/// what it stores); returns how many. Only live changes are spared so:
-/// every one was stored after this link attached, and so can be marked
-/// only by what this link heard.
-fn spare(batch: &mut [Change], slot: Option<u8>) -> u64 {
-    let Some(slot) = slot else { return 0 };
-    let mut spared = 0;
-    for (_, report) in batch {
-        if report.as_ref().is_some_and(|r| r.heard(slot)) {
-            *report = None;
-            spared += 1;
+/// What a link has read of the change index, and sent.
+struct Changes<'a> {
+    hub: &'a Hub,
+    peer: &'a str,
+    attached: Attached,
+    read: Read,
+    /// The head the neighbour has been sent.
+    sent: Seq,
+    batch: Vec<(Seq, Report)>,
+    budget: usize,
+}
+
+impl<'a> Changes<'a> {
+    fn new(hub: &'a Hub, peer: &'a str, attached: Attached, budget: usize) -> Changes<'a> {
+        let since = attached.since;
+        Changes {
+            hub,
+            peer,
+            attached,
+            read: Read {
+                to: since,
+                caught_up: false,
+            },
+            sent: since,
+            batch: Vec::with_capacity(BATCH),
+            budget,
         }
     }
-    spared
+
+    fn caught_up(&self) -> bool {
+        self.read.caught_up
+    }
+
+    /// Reads the next changes and encodes those for the neighbour into
+    /// frames under the peer's limit; returns how many frames, and whether
+    /// they held live updates (made after the link attached).
+    ///
+    /// Changes the neighbour has (those it brought, and those it sent us
+    /// meanwhile) only move the head it knows we have. Unless `head`, that
+    /// head rides with the next frame of updates or the next ping: a frame
+    /// of its own per window would make every link back towards where
+    /// updates come from as busy as the link that brings them, for nothing
+    /// the peer needs at once (catch-up after a drop merely resends a few
+    /// of its own updates).
+    /// A frame of no updates with the head read to, if it was not sent.
+    fn head(&mut self, buf: &mut BytesMut) -> u64 {
+        if self.read.to == self.sent {
+            return 0;
+        }
+        encode(self.read.to, &[], buf);
+        self.sent = self.read.to;
+        1
+    }
+
+    fn next(&mut self, buf: &mut BytesMut, head: bool) -> (u64, bool) {
+        let (hub, peer) = (self.hub, self.peer);
+        self.read = hub.read(peer, &self.attached, self.read.to, BATCH, &mut self.batch);
+        let live = self
+            .batch
+            .last()
+            .is_some_and(|(seq, _)| *seq > self.attached.head);
+        if self.batch.is_empty() {
+            return (if head { self.head(buf) } else { 0 }, false);
+        }
+        let frames = encode_all(&mut self.batch, self.read.to, self.budget, buf);
+        self.sent = self.read.to;
+        (frames, live)
+    }
 }
 
 /// Empties `batch` into as many updates frames as its lines need, each
-/// under `budget` bytes; returns how many.
-fn encode_all(batch: &mut Vec<Change>, budget: usize, buf: &mut BytesMut) -> u64 {
+/// under `budget` bytes, the last complete up to `to`; returns how many.
+fn encode_all(batch: &mut Vec<(Seq, Report)>, to: Seq, budget: usize, buf: &mut BytesMut) -> u64 {
     let mut frames = 0;
     while !batch.is_empty() {
         let n = fit(batch, BATCH, budget);
-        encode(batch[n - 1].0, &batch[..n], buf);
+        let head = if n == batch.len() { to } else { batch[n - 1].0 };
+        encode(head, &batch[..n], buf);
         batch.drain(..n);
         frames += 1;
     }
@@ -374,21 +385,17 @@ fn encode_all(batch: &mut Vec<Change>, budget: usize, buf: &mut BytesMut) -> u64
 }
 
 /// One updates frame for `changes`, complete up to `head`.
-fn encode(head: Seq, changes: &[Change], buf: &mut BytesMut) {
-    let lines: Vec<&[u8]> = changes
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().map(|r| r.line()))
-        .collect();
-    frame::encode_updates(head, lines.into_iter(), buf);
+fn encode(head: Seq, changes: &[(Seq, Report)], buf: &mut BytesMut) {
+    frame::encode_updates(head, changes.iter().map(|(_, r)| r.line()), buf);
 }
 
 /// How many of `changes` fit in one frame: at least one, at most `most`,
 /// and no more than `budget` bytes of lines after the first.
-fn fit(changes: &[Change], most: usize, budget: usize) -> usize {
+fn fit(changes: &[(Seq, Report)], most: usize, budget: usize) -> usize {
     let mut bytes = 0;
     let mut n = 0;
     for (_, report) in changes.iter().take(most) {
-        bytes += report.as_ref().map_or(0, |r| r.line().len() + 4);
+        bytes += report.line().len() + 4;
         if n > 0 && bytes > budget {
             break;
         }

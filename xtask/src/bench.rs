@@ -208,8 +208,8 @@ pub struct HerdRow {
     /// Distinct clients every node holds when `rss` is read: the stored
     /// clients, the burst, the loads' client IDs and the start-up probes.
     pub stored: u64,
-    /// Links cut as too slow during the run (from the nodes' logs).
-    pub cuts: usize,
+    /// Links lost during the run (from the nodes' logs).
+    pub links_lost: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -841,11 +841,12 @@ fn herd_stage(
         );
         Ok(())
     })();
-    row.cuts = herd.count_in_logs("fell too far behind");
-    if row.cuts > 0 {
+    // Each loss is logged at both ends.
+    row.links_lost = herd.count_in_logs("link lost");
+    if row.links_lost > 0 {
         results.notes.push(format!(
-            "{name}: {} link(s) were cut as too far behind during the run (repaired by catch-up)",
-            row.cuts
+            "{name}: {} link loss(es) logged during the run (repaired by catch-up)",
+            row.links_lost
         ));
     }
     for problem in herd.stop() {
