@@ -215,16 +215,14 @@ async fn transmit(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                // Everything stored goes out before the goodbye.
-                loop {
-                    frames += changes.next(&mut buf, true).0;
-                    if changes.caught_up() {
-                        break;
-                    }
+                // Everything stored goes out before the goodbye, a read's
+                // worth per write (this arm comes round again until then).
+                frames += changes.next(&mut buf, true).0;
+                if changes.caught_up() {
+                    frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
+                    frames += 1;
+                    closing = true;
                 }
-                frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
-                frames += 1;
-                closing = true;
             }
             Some(n) = pongs.recv() => {
                 frame::encode(&Message::Pong(n), &mut buf);
