@@ -513,39 +513,14 @@ mod tests {
             hub.publish(report("X", &format!("c{i}"), 1), None);
         }
         let mut out = Vec::new();
-        let read = hub.read("A", &a.link, 0, 2, &mut out);
-        assert_eq!(
-            (read, out.len()),
-            (
-                Read {
-                    to: 2,
-                    caught_up: false
-                },
-                2
-            )
-        );
-        let read = hub.read("A", &a.link, read.to, 3, &mut out);
-        assert_eq!(
-            (read, out.len()),
-            (
-                Read {
-                    to: 5,
-                    caught_up: true
-                },
-                5
-            )
-        );
-        let read = hub.read("A", &a.link, read.to, 3, &mut out);
-        assert_eq!(
-            (read, out.len()),
-            (
-                Read {
-                    to: 5,
-                    caught_up: true
-                },
-                5
-            )
-        );
+        let mut read = |after, most| {
+            let read = hub.read("A", &a.link, after, most, &mut out);
+            (read.to, read.caught_up, out.len())
+        };
+        assert_eq!(read(0, 2), (2, false, 2));
+        // The last three: it knows it has read everything.
+        assert_eq!(read(2, 3), (5, true, 5));
+        assert_eq!(read(5, 3), (5, true, 5));
         let seqs: Vec<Seq> = out.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
