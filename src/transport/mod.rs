@@ -38,6 +38,13 @@ pub trait ConnControl: Send + Sync {
     fn datagram_size(&self) -> Option<u16> {
         None
     }
+
+    /// Packets sent and ACK frames received so far, where the transport
+    /// counts them (for tests of the acknowledgement policy).
+    #[cfg(test)]
+    fn sent_and_acked(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// An incoming connection whose authentication is still running.
