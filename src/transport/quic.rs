@@ -306,6 +306,24 @@ mod tests {
             .unwrap()
     }
 
+    /// Alpha's link to Beta, and the task that reads all Beta gets on it.
+    async fn link_to_beta(
+        config: &Config,
+    ) -> (QuicTransport, Conn, tokio::task::JoinHandle<Vec<u8>>) {
+        let alpha = bind(config, "Alpha").await;
+        let beta = bind(config, "Beta").await;
+        let beta_addr = beta.local_addr().to_string();
+        let receiving = tokio::spawn(async move {
+            let incoming = beta.accept().await.unwrap();
+            let mut conn = incoming.connecting.await.unwrap();
+            let mut got = Vec::new();
+            conn.reader.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let conn = alpha.dial("Beta", &beta_addr).await.unwrap();
+        (alpha, conn, receiving)
+    }
+
     /// Over loopback, MTU discovery finds datagrams bigger than Ethernet's,
     /// and a stream then carries megabytes in full batches of them. With
     /// a bound above 6.5 KiB a full batch is over the kernel's 64 KiB and
@@ -315,18 +333,7 @@ mod tests {
     #[tokio::test]
     async fn loopback_links_use_big_datagrams_and_stay_whole() {
         let (_dir, config, _ca) = herd();
-        let alpha = bind(&config, "Alpha").await;
-        let beta = bind(&config, "Beta").await;
-        let beta_addr = beta.local_addr().to_string();
-
-        let receiving = tokio::spawn(async move {
-            let incoming = beta.accept().await.unwrap();
-            let mut conn = incoming.connecting.await.unwrap();
-            let mut got = Vec::new();
-            conn.reader.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        let mut conn = alpha.dial("Beta", &beta_addr).await.unwrap();
+        let (_alpha, mut conn, receiving) = link_to_beta(&config).await;
         // The stream opens on the first byte written.
         conn.writer.write_all(b"x").await.unwrap();
         conn.writer.flush().await.unwrap();
@@ -370,17 +377,7 @@ mod tests {
     #[tokio::test]
     async fn a_busy_link_is_acknowledged_in_batches() {
         let (_dir, config, _ca) = herd();
-        let alpha = bind(&config, "Alpha").await;
-        let beta = bind(&config, "Beta").await;
-        let beta_addr = beta.local_addr().to_string();
-        let receiving = tokio::spawn(async move {
-            let incoming = beta.accept().await.unwrap();
-            let mut conn = incoming.connecting.await.unwrap();
-            let mut got = Vec::new();
-            conn.reader.read_to_end(&mut got).await.unwrap();
-            got.len()
-        });
-        let mut conn = alpha.dial("Beta", &beta_addr).await.unwrap();
+        let (_alpha, mut conn, receiving) = link_to_beta(&config).await;
         let control = conn.control.take().unwrap();
         let frame = vec![7u8; 6_000];
         for _ in 0..200 {
@@ -395,7 +392,7 @@ mod tests {
             .await
             .expect("the stream stalled")
             .unwrap();
-        assert_eq!(got, 200 * frame.len());
+        assert_eq!(got.len(), 200 * frame.len());
         let (sent, acks) = control.sent_and_acked().unwrap();
         assert!(acks * 4 < sent, "{acks} ACK frames for {sent} packets");
     }
