@@ -27,10 +27,10 @@ pub struct Metrics {
     /// Updates from neighbours that won here / that did not.
     pub updates_received: Counter,
     pub updates_stale: Counter,
-    /// Update copies queued to neighbours.
+    /// Update copies read for neighbours after their catch-up.
     pub updates_forwarded: Counter,
-    /// Of those, copies not sent: the neighbour sent us the same report
-    /// while its copy waited.
+    /// Copies not read for a neighbour because it sent us the same report
+    /// while ours waited.
     pub updates_skipped: Counter,
     pub links_up: Gauge,
     pub link_connects: Counter,

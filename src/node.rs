@@ -241,8 +241,8 @@ impl RunningNode {
     }
 
     /// Stops accepting, lets connections finish what they owe, then sends
-    /// neighbours every update still queued and closes links with a reason;
-    /// returns when every task has ended.
+    /// neighbours every update their links have not yet sent and closes
+    /// links with a reason; returns when every task has ended.
     pub async fn shutdown(mut self) {
         self.stop_clients.cancel();
         let _ = (&mut self.clients).await;
