@@ -331,6 +331,16 @@ impl<'a> Changes<'a> {
         self.read.caught_up
     }
 
+    /// A frame of no updates with the head read to, if it was not sent.
+    fn head(&mut self, buf: &mut BytesMut) -> u64 {
+        if self.read.to == self.sent {
+            return 0;
+        }
+        encode(self.read.to, &[], buf);
+        self.sent = self.read.to;
+        1
+    }
+
     /// Reads the next changes and encodes those for the neighbour into
     /// frames under the peer's limit; returns how many frames, and whether
     /// they held live updates (made after the link attached).
@@ -342,16 +352,6 @@ impl<'a> Changes<'a> {
     /// updates come from as busy as the link that brings them, for nothing
     /// the peer needs at once (catch-up after a drop merely resends a few
     /// of its own updates).
-    /// A frame of no updates with the head read to, if it was not sent.
-    fn head(&mut self, buf: &mut BytesMut) -> u64 {
-        if self.read.to == self.sent {
-            return 0;
-        }
-        encode(self.read.to, &[], buf);
-        self.sent = self.read.to;
-        1
-    }
-
     fn next(&mut self, buf: &mut BytesMut, head: bool) -> (u64, bool) {
         let (hub, peer) = (self.hub, self.peer);
         self.read = hub.read(peer, &self.attached, self.read.to, BATCH, &mut self.batch);
