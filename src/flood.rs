@@ -50,8 +50,6 @@ struct Attachment {
     id: u64,
     /// The tag this link's reports are stored with (0: none was free).
     tag: u16,
-    /// The bit that marks reports as heard from this link, if one was free.
-    slot: Option<u8>,
     /// Changes for this link stored since it last read.
     waiting: usize,
     /// Told when the first of them is stored.
@@ -72,13 +70,11 @@ struct Inner {
     links: HashMap<String, Attachment>,
     heads: HashMap<String, Head>,
     next_id: u64,
-    /// Which link holds each heard-from bit, and each source tag. Both are
-    /// free again only when their link has ended (detached), never merely
-    /// replaced: until then the link may still be reading, and reports it
-    /// brought still carry its tag.
-    slots: [Option<u64>; HEARD_SLOTS as usize],
+    /// Which link holds each source tag (and so each heard-from bit, see
+    /// [`slot_of`]). A tag is free again only when its link has ended
+    /// (detached), never merely replaced: until then the link may still be
+    /// reading, and reports it brought still carry its tag.
     tags: HashMap<u16, u64>,
-    next_tag: u16,
 }
 
 /// A node's table and what its links have read of it.
@@ -106,9 +102,21 @@ pub struct Attached {
     /// Notified when [`FRAME_FULL`] changes wait.
     pub full: Arc<Notify>,
     tag: u16,
-    /// The bit marking reports this link's neighbour sent us.
-    pub slot: Option<u8>,
     pub cut: CancellationToken,
+}
+
+impl Attached {
+    /// The bit marking reports this link's neighbour sent us.
+    pub fn slot(&self) -> Option<u8> {
+        slot_of(self.tag)
+    }
+}
+
+/// The heard-from bit of the link tagged `tag`: the first tags have one.
+fn slot_of(tag: u16) -> Option<u8> {
+    (1..=u16::from(HEARD_SLOTS))
+        .contains(&tag)
+        .then(|| (tag - 1) as u8)
 }
 
 /// What one [`Hub::read`] covered.
@@ -200,7 +208,7 @@ impl Hub {
             .links
             .get(from)
             .filter(|a| a.id == link)
-            .map(|a| (a.id, a.tag, a.slot));
+            .map(|a| (a.id, a.tag, slot_of(a.tag)));
         let (mut won, mut lost) = (0, 0);
         for update in updates {
             match Self::offer(&mut inner, update, source) {
@@ -284,7 +292,7 @@ impl Hub {
                 caught_up += 1;
             } else if link.tag != 0 && report.source() == link.tag {
                 continue;
-            } else if link.slot.is_some_and(|slot| report.heard(slot)) {
+            } else if link.slot().is_some_and(|slot| report.heard(slot)) {
                 spared += 1;
                 continue;
             } else {
@@ -330,18 +338,16 @@ impl Hub {
         let cut = CancellationToken::new();
         inner.next_id += 1;
         let id = inner.next_id;
-        let slot = inner.slots.iter().position(Option::is_none).map(|free| {
-            inner.slots[free] = Some(id);
-            free as u8
-        });
-        let tag = free_tag(&mut inner);
+        // The lowest free tag, so the first links get heard-from bits.
+        let tag = (1..=u16::MAX)
+            .find(|tag| !inner.tags.contains_key(tag))
+            .unwrap_or(0);
         if tag != 0 {
             inner.tags.insert(tag, id);
         }
         let attachment = Attachment {
             id,
             tag,
-            slot,
             waiting: 0,
             wake: wake.clone(),
             full: full.clone(),
@@ -359,7 +365,6 @@ impl Hub {
             wake,
             full,
             tag,
-            slot,
             cut,
         }
     }
@@ -367,11 +372,6 @@ impl Hub {
     /// Detaches link `id` of `peer`, unless a newer link replaced it.
     pub fn detach(&self, peer: &str, id: u64) {
         let mut inner = self.lock();
-        for slot in &mut inner.slots {
-            if *slot == Some(id) {
-                *slot = None;
-            }
-        }
         inner.tags.retain(|_, link| *link != id);
         if inner.links.get(peer).is_some_and(|l| l.id == id) {
             inner.links.remove(peer);
@@ -420,17 +420,6 @@ impl Hub {
     pub fn head(&self) -> Seq {
         self.lock().store.head()
     }
-}
-
-/// A source tag no link that has not ended holds, 0 if all are held.
-fn free_tag(inner: &mut Inner) -> u16 {
-    for _ in 0..u16::MAX {
-        inner.next_tag = inner.next_tag.checked_add(1).unwrap_or(1);
-        if !inner.tags.contains_key(&inner.next_tag) {
-            return inner.next_tag;
-        }
-    }
-    0
 }
 
 #[cfg(test)]
@@ -554,7 +543,7 @@ mod tests {
         let hub = Hub::new(7);
         let a = hub.attach("A", Head::default());
         let b = hub.attach("B", Head::default());
-        let (sa, sb) = (a.slot.unwrap(), b.slot.unwrap());
+        let (sa, sb) = (a.slot().unwrap(), b.slot().unwrap());
         assert_ne!(sa, sb);
         let r = report("Z", "k", 5);
         hub.publish(r.clone(), None);
@@ -597,14 +586,15 @@ mod tests {
         let old = hub.attach("A", Head::default());
         let mut new = attach(&hub, "A", Head::default());
         assert_ne!(
-            old.slot, new.link.slot,
+            old.slot(),
+            new.link.slot(),
             "the old link may still read its bit"
         );
         assert_ne!(old.tag, new.link.tag);
         let r = report("Z", "k", 5);
         hub.publish(r.clone(), None);
         hub.publish_all([Report::parse(r.line()).unwrap()], "A", old.id);
-        assert!(!r.heard(old.slot.unwrap()) && !r.heard(new.link.slot.unwrap()));
+        assert!(!r.heard(old.slot().unwrap()) && !r.heard(new.link.slot().unwrap()));
         // The neighbour may have restarted empty since the old link: what
         // that link brings is for the new one too.
         hub.publish_all([report("A", "late", 6)], "A", old.id);
@@ -615,8 +605,7 @@ mod tests {
         // Its bit and tag are free once it has ended.
         hub.detach("A", old.id);
         let other = hub.attach("C", Head::default());
-        assert_eq!(other.slot, old.slot);
-        assert!(hub.lock().tags.len() == 2 && !hub.lock().tags.contains_key(&old.tag));
+        assert_eq!((other.slot(), other.tag), (old.slot(), old.tag));
     }
 
     #[test]
@@ -627,9 +616,9 @@ mod tests {
             .collect();
         assert!(links[..HEARD_SLOTS as usize]
             .iter()
-            .all(|l| l.slot.is_some()));
+            .all(|l| l.slot().is_some()));
         let last = &links[HEARD_SLOTS as usize];
-        assert_eq!(last.slot, None);
+        assert_eq!(last.slot(), None);
         // So what it brings is still not sent back to it.
         let name = format!("P{HEARD_SLOTS}");
         hub.publish_all([report("X", "k", 1)], &name, last.id);

@@ -16,7 +16,8 @@ use crate::report::Report;
 use crate::store::Seq;
 use crate::transport::Conn;
 
-/// Most updates in one frame (and so in one write).
+/// Most changes one read of the index takes (and so most updates in one
+/// frame).
 const BATCH: usize = 1024;
 
 /// Most updates offered to the store under one hold of its lock.
@@ -197,8 +198,6 @@ async fn transmit(
     let mut changes = Changes::new(hub, peer, attached, settings.max_frame / 2);
     let mut frames = 0;
     let window = settings.batch_window;
-    // When the last frame of updates went out.
-    let mut last_sent: Option<Instant> = None;
     // Whether to read at once: the window just ended, or a change arrived
     // on a quiet link. (While catching up, reading goes on regardless.)
     let mut due = false;
@@ -209,15 +208,13 @@ async fn transmit(
         // changes are not even looked at until the window is over, or
         // until a frame's worth is waiting (then `due`): one wakeup per
         // frame.
-        let gate = last_sent
-            .map(|at| at + window)
-            .filter(|end| !due && *end > Instant::now() && changes.caught_up());
+        let gate = changes.window_end(window).filter(|_| !due);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 // Everything stored goes out before the goodbye, a read's
                 // worth per write (this arm comes round again until then).
-                frames += changes.next(&mut buf, true).0;
+                frames += changes.next(&mut buf, true);
                 if changes.caught_up() {
                     frame::encode(&Message::Bye("node shutting down".into()), &mut buf);
                     frames += 1;
@@ -231,15 +228,11 @@ async fn transmit(
             _ = ping.tick() => {
                 // A head not yet sent (see `Changes::next`) rides with the
                 // ping; outside a window, so does what waits.
-                if gate.is_none() {
-                    let (n, live) = changes.next(&mut buf, true);
-                    frames += n;
-                    if live {
-                        last_sent = Some(Instant::now());
-                    }
+                frames += if gate.is_none() {
+                    changes.next(&mut buf, true)
                 } else {
-                    frames += changes.head(&mut buf);
-                }
+                    changes.head(&mut buf)
+                };
                 frame::encode(&Message::Ping(started.elapsed().as_micros() as u64), &mut buf);
                 frames += 1;
             }
@@ -265,14 +258,11 @@ async fn transmit(
             }
             _ = std::future::ready(()), if gate.is_none() && (due || !changes.caught_up()) => {
                 due = false;
-                let (n, live) = changes.next(&mut buf, false);
+                let n = changes.next(&mut buf, false);
                 if n == 0 {
                     continue;
                 }
                 frames += n;
-                if live {
-                    last_sent = Some(Instant::now());
-                }
             }
         }
         let wrote = async {
@@ -306,6 +296,9 @@ struct Changes<'a> {
     read: Read,
     /// The head the neighbour has been sent.
     sent: Seq,
+    /// When the last frame of live updates (made after the link attached)
+    /// went out.
+    last_sent: Option<Instant>,
     batch: Vec<(Seq, Report)>,
     budget: usize,
 }
@@ -322,6 +315,7 @@ impl<'a> Changes<'a> {
                 caught_up: false,
             },
             sent: since,
+            last_sent: None,
             batch: Vec::with_capacity(BATCH),
             budget,
         }
@@ -329,6 +323,14 @@ impl<'a> Changes<'a> {
 
     fn caught_up(&self) -> bool {
         self.read.caught_up
+    }
+
+    /// Under load (caught up, and a frame of live updates went out less
+    /// than `window` ago), when that window ends.
+    fn window_end(&self, window: Duration) -> Option<Instant> {
+        self.last_sent
+            .map(|at| at + window)
+            .filter(|end| *end > Instant::now() && self.caught_up())
     }
 
     /// A frame of no updates with the head read to, if it was not sent.
@@ -342,8 +344,7 @@ impl<'a> Changes<'a> {
     }
 
     /// Reads the next changes and encodes those for the neighbour into
-    /// frames under the peer's limit; returns how many frames, and whether
-    /// they held live updates (made after the link attached).
+    /// frames under the peer's limit; returns how many frames.
     ///
     /// Changes the neighbour has (those it brought, and those it sent us
     /// meanwhile) only move the head it knows we have. Unless `head`, that
@@ -352,31 +353,32 @@ impl<'a> Changes<'a> {
     /// updates come from as busy as the link that brings them, for nothing
     /// the peer needs at once (catch-up after a drop merely resends a few
     /// of its own updates).
-    fn next(&mut self, buf: &mut BytesMut, head: bool) -> (u64, bool) {
+    fn next(&mut self, buf: &mut BytesMut, head: bool) -> u64 {
         let (hub, peer) = (self.hub, self.peer);
         self.read = hub.read(peer, &self.attached, self.read.to, BATCH, &mut self.batch);
-        let live = self
-            .batch
-            .last()
-            .is_some_and(|(seq, _)| *seq > self.attached.head);
-        if self.batch.is_empty() {
-            return (if head { self.head(buf) } else { 0 }, false);
+        let Some(&(last, _)) = self.batch.last() else {
+            return if head { self.head(buf) } else { 0 };
+        };
+        if last > self.attached.head {
+            self.last_sent = Some(Instant::now());
         }
-        let frames = encode_all(&mut self.batch, self.read.to, self.budget, buf);
+        let frames = encode_all(&self.batch, self.read.to, self.budget, buf);
+        self.batch.clear();
         self.sent = self.read.to;
-        (frames, live)
+        frames
     }
 }
 
-/// Empties `batch` into as many updates frames as its lines need, each
+/// Encodes `batch` into as many updates frames as its lines need, each
 /// under `budget` bytes, the last complete up to `to`; returns how many.
-fn encode_all(batch: &mut Vec<(Seq, Report)>, to: Seq, budget: usize, buf: &mut BytesMut) -> u64 {
+fn encode_all(batch: &[(Seq, Report)], to: Seq, budget: usize, buf: &mut BytesMut) -> u64 {
     let mut frames = 0;
-    while !batch.is_empty() {
-        let n = fit(batch, BATCH, budget);
-        let head = if n == batch.len() { to } else { batch[n - 1].0 };
-        encode(head, &batch[..n], buf);
-        batch.drain(..n);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let n = fit(rest, budget);
+        let head = if n == rest.len() { to } else { rest[n - 1].0 };
+        encode(head, &rest[..n], buf);
+        rest = &rest[n..];
         frames += 1;
     }
     frames
@@ -387,12 +389,13 @@ fn encode(head: Seq, changes: &[(Seq, Report)], buf: &mut BytesMut) {
     frame::encode_updates(head, changes.iter().map(|(_, r)| r.line()), buf);
 }
 
-/// How many of `changes` fit in one frame: at least one, at most `most`,
-/// and no more than `budget` bytes of lines after the first.
-fn fit(changes: &[(Seq, Report)], most: usize, budget: usize) -> usize {
+/// How many of `changes` (at most a read's worth, [`BATCH`]) fit in one
+/// frame: at least one, and no more than `budget` bytes of lines after the
+/// first.
+fn fit(changes: &[(Seq, Report)], budget: usize) -> usize {
     let mut bytes = 0;
     let mut n = 0;
-    for (_, report) in changes.iter().take(most) {
+    for (_, report) in changes {
         bytes += report.line().len() + 4;
         if n > 0 && bytes > budget {
             break;
