@@ -59,9 +59,14 @@ pub struct BenchArgs {
     /// Updates in the propagation burst [default: 20000, quick 5000]
     #[arg(long, value_name = "N")]
     pub burst: Option<u64>,
-    /// Seconds measured per load [default: 5, quick 1.5]
+    /// Seconds measured per load and configuration, over all rounds
+    /// [default: 5, quick 1.5]
     #[arg(long, value_name = "SECS")]
     pub seconds: Option<f64>,
+    /// Rounds the client-path loads are measured in; each round loads every
+    /// configuration in turn [default: 5, quick 2]
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
     /// Where results go [default: target/bench]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -72,9 +77,9 @@ pub struct BenchArgs {
     /// Keep the temporary directory (configs, certificates, node logs)
     #[arg(long)]
     pub keep: bool,
-    /// Record `perf record -g` profiles of the herd's nodes during the 50×1
-    /// load and the burst, and `perf stat` counts of syscalls per node during
-    /// the 50×1 load (into the output directory)
+    /// Record `perf record -g` profiles of the herd's nodes during the first
+    /// round's 50×1 load and the burst, and `perf stat` counts of syscalls
+    /// per node during that 50×1 load (into the output directory)
     #[arg(long)]
     pub perf: bool,
     /// Use this `herd` binary instead of building the workspace's (to
@@ -118,8 +123,12 @@ pub const TARGET_BURST: u64 = 20_000;
 #[derive(Debug, Clone)]
 pub struct Params {
     pub quick: bool,
+    /// Before each slice of a load is measured.
     pub warmup: Duration,
+    /// Measured per load and configuration, over all rounds.
     pub measure: Duration,
+    /// Rounds the client-path loads are measured in.
+    pub rounds: usize,
     pub burst: u64,
     pub clients: u64,
     /// Random updates checked on every node, besides the last ones.
@@ -135,8 +144,9 @@ impl Params {
         );
         Params {
             quick,
-            warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
+            warmup: Duration::from_millis(500),
             measure,
+            rounds: args.rounds.unwrap_or(if quick { 2 } else { 5 }).max(1),
             burst: args
                 .burst
                 .unwrap_or(if quick { 5_000 } else { TARGET_BURST })
@@ -148,15 +158,22 @@ impl Params {
             samples: if quick { 250 } else { 1000 },
         }
     }
+
+    /// What one round measures of each load on each configuration.
+    pub fn slice(&self) -> Duration {
+        self.measure / self.rounds as u32
+    }
 }
 
-/// One closed-loop load on one configuration.
+/// One closed-loop load on one configuration, over all rounds.
 #[derive(Debug, Clone)]
 pub struct LoadRow {
     pub config: String,
     pub conns: usize,
     pub depth: usize,
     pub result: Option<LoadResult>,
+    /// The rate in each round.
+    pub rounds: Vec<f64>,
     /// CPU used meanwhile, in cores, per process.
     pub cpu: Vec<(String, f64)>,
 }
@@ -233,25 +250,34 @@ impl Results {
             .map(LoadResult::rate)
     }
 
-    /// The ceiling's rate for a load, if it was measured: the mean of its
-    /// readings, when it was measured both before and after the herd (the
-    /// machine's own speed drifts).
+    /// The ceiling's rate for a load, if it was measured.
     pub fn ceiling_rate(&self, conns: usize, depth: usize) -> Option<f64> {
-        let rates: Vec<f64> = [CEILING, CEILING_AGAIN]
+        self.rate(CEILING, conns, depth)
+    }
+
+    /// `config`'s share of the ceiling in each round of a load: its rate
+    /// over the ceiling's in the same round.
+    pub fn round_shares(&self, config: &str, conns: usize, depth: usize) -> Vec<f64> {
+        let rounds = |config| {
+            self.loads
+                .iter()
+                .find(|l| l.config == config && l.conns == conns && l.depth == depth)
+                .map_or(&[][..], |l| l.rounds.as_slice())
+        };
+        rounds(config)
             .iter()
-            .filter_map(|config| self.rate(config, conns, depth))
-            .collect();
-        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+            .zip(rounds(CEILING))
+            .filter(|(_, c)| **c > 0.0)
+            .map(|(r, c)| r / c)
+            .collect()
     }
 }
 
-/// The ceiling's configuration names: its first reading, and its second
-/// after the herd.
+/// The ceiling's configuration name.
 pub const CEILING: &str = "ceiling";
-pub const CEILING_AGAIN: &str = "ceiling, again";
 
 pub fn is_ceiling(config: &str) -> bool {
-    config == CEILING || config == CEILING_AGAIN
+    config == CEILING
 }
 
 static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -394,65 +420,58 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ));
     let started = Instant::now();
     println!(
-        "bench{}: {:.1} s per load after {:.1} s warm-up, a {}-update burst, {} clients; {} cores",
+        "bench{}: {:.1} s per load in {} round(s), a {}-update burst, {} clients; {} cores",
         if params.quick { " --quick" } else { "" },
         params.measure.as_secs_f64(),
-        params.warmup.as_secs_f64(),
+        params.rounds,
         params.burst,
         params.clients,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for stage in [Stage::Ceiling, Stage::Tcp, Stage::Quic] {
+    let mut running = Vec::new();
+    if args.only.contains(&Stage::Ceiling) && !interrupted() {
+        println!("\n== {CEILING} (a line server that only answers)");
+        match Ceiling::start(&exe) {
+            Ok(ceiling) => running.push(Running {
+                config: CEILING.to_string(),
+                addr: ceiling.addr,
+                server: crate::bench_ceiling::NAME,
+                pids: vec![(ENTRY.to_string(), ceiling.pid())],
+                process: Process::Ceiling(ceiling),
+                failed: false,
+            }),
+            Err(e) => failed(&mut results, CEILING, &e),
+        }
+    }
+    for (stage, transport) in [
+        (Stage::Tcp, TransportKind::Tcp),
+        (Stage::Quic, TransportKind::Quic),
+    ] {
         if !args.only.contains(&stage) || interrupted() {
             continue;
         }
-        let outcome = match stage {
-            Stage::Ceiling => ceiling_stage(&rt, &exe, &params, &mut results, CEILING),
-            Stage::Tcp => herd_stage(
-                &rt,
-                &herd_bin,
-                &tmp,
-                TransportKind::Tcp,
-                &args,
-                &out,
-                &params,
-                &mut results,
-            ),
-            Stage::Quic => herd_stage(
-                &rt,
-                &herd_bin,
-                &tmp,
-                TransportKind::Quic,
-                &args,
-                &out,
-                &params,
-                &mut results,
-            ),
-        };
-        if let Err(e) = outcome {
-            let name = format!("{stage:?}").to_lowercase();
-            eprintln!("{name}: FAILED: {e:#}");
-            results.failures.push(format!("{name}: {e:#}"));
+        let name = transport_name(transport);
+        println!("\n== herd on {name}");
+        match start_herd(&rt, &herd_bin, &tmp, transport, &args, &mut results) {
+            Ok(herd) => running.push(herd),
+            Err(e) => failed(&mut results, name, &e),
         }
     }
-    // The machine's speed drifts over a run: the ceiling is measured again
-    // after the herd, and shares are of the mean of its two readings.
-    let herd_ran = args.only.iter().any(|s| *s != Stage::Ceiling);
-    if args.only.contains(&Stage::Ceiling) && herd_ran && !interrupted() {
-        if let Err(e) = ceiling_stage(&rt, &exe, &params, &mut results, CEILING_AGAIN) {
-            eprintln!("ceiling, again: FAILED: {e:#}");
-            results.failures.push(format!("ceiling, again: {e:#}"));
-        }
-        for (conns, depth) in LOADS {
-            let reading = |config| results.rate(config, conns, depth);
-            if let (Some(before), Some(after)) = (reading(CEILING), reading(CEILING_AGAIN)) {
-                results.notes.push(format!(
-                    "ceiling {conns}×{depth}: {} replies/s before the herd, {} after ({:+.0}%); \
-                     shares are of their mean",
-                    bench_report::thousands(before),
-                    bench_report::thousands(after),
-                    100.0 * (after - before) / before
-                ));
+    client_path(&rt, &mut running, &params, &args, &out, &mut results);
+    for r in running {
+        match r.process {
+            Process::Herd(mut run) if r.failed => {
+                for problem in run.herd.stop() {
+                    results.notes.push(format!("{}: {problem}", r.config));
+                }
+                results.herds.push(run.row);
+            }
+            Process::Ceiling(mut ceiling) => results.notes.extend(ceiling.stop()),
+            Process::Herd(run) => {
+                let pids = r.pids;
+                if let Err(e) = herd_tail(&rt, *run, &pids, &args, &out, &params, &mut results) {
+                    failed(&mut results, &r.config, &e);
+                }
             }
         }
     }
@@ -532,57 +551,184 @@ fn common_readings() -> [(String, f64); 2] {
     ]
 }
 
-fn ceiling_stage(
-    rt: &Runtime,
-    exe: &Path,
-    params: &Params,
-    results: &mut Results,
-    config: &str,
-) -> Result<()> {
-    println!("\n== {config} (a line server that only answers)");
-    let mut ceiling = Ceiling::start(exe)?;
-    let reading = |c: &Ceiling| {
-        let mut r = vec![(
-            ENTRY.to_string(),
-            bench_procs::cpu_seconds(c.pid()).unwrap_or(0.0),
-        )];
-        r.extend(common_readings());
-        r
-    };
-    for (conns, depth) in LOADS {
-        let spec = LoadSpec {
-            addr: ceiling.addr,
-            server: crate::bench_ceiling::NAME.to_string(),
-            conns,
-            depth,
-            warmup: params.warmup,
-            measure: params.measure,
-            tag: format!("{}-{conns}x{depth}", config.replace([',', ' '], "")),
-        };
-        let before = reading(&ceiling);
-        let t = Instant::now();
-        let result = block(rt, loadgen::closed_loop(spec));
-        let cpu = cores(&before, &reading(&ceiling), t.elapsed());
-        let result = result.with_context(|| format!("{conns}×{depth} load"))?;
-        print_load(config, conns, depth, &result, None);
-        if result.bad > 0 {
-            results.failures.push(format!(
-                "{config} {conns}×{depth}: {} wrong replies, first {:?}",
-                result.bad, result.first_bad
-            ));
+/// Records that a configuration failed; the run goes on without it.
+fn failed(results: &mut Results, config: &str, e: &anyhow::Error) {
+    eprintln!("{config}: FAILED: {e:#}");
+    results.failures.push(format!("{config}: {e:#}"));
+}
+
+/// A configuration that is up for the client-path loads.
+struct Running {
+    config: String,
+    addr: SocketAddr,
+    /// The name in its AT lines.
+    server: &'static str,
+    /// Its processes, named as in the CPU table.
+    pids: Vec<(String, u32)>,
+    process: Process,
+    /// A load failed: the later rounds leave it out.
+    failed: bool,
+}
+
+enum Process {
+    Ceiling(Ceiling),
+    Herd(Box<HerdRun>),
+}
+
+/// A herd that is up, and what has been measured on it so far.
+struct HerdRun {
+    herd: Herd,
+    nodes: Vec<(String, SocketAddr)>,
+    row: HerdRow,
+}
+
+impl Running {
+    fn check_alive(&mut self) -> Result<()> {
+        match &mut self.process {
+            Process::Ceiling(_) => Ok(()),
+            Process::Herd(run) => run.herd.check_alive(),
         }
-        results.loads.push(LoadRow {
-            config: config.into(),
-            conns,
-            depth,
-            result: Some(result),
-            cpu,
-        });
     }
-    for problem in ceiling.stop() {
-        results.notes.push(problem);
+}
+
+/// CPU seconds so far of `pids`, of the load generator and of the machine.
+fn cpu_of(pids: &[(String, u32)]) -> Vec<(String, f64)> {
+    let mut r: Vec<(String, f64)> = pids
+        .iter()
+        .map(|(n, p)| (n.clone(), bench_procs::cpu_seconds(*p).unwrap_or(0.0)))
+        .collect();
+    r.extend(common_readings());
+    r
+}
+
+/// One configuration's readings of one load, summed over the rounds.
+#[derive(Default)]
+struct Sum {
+    result: Option<LoadResult>,
+    rounds: Vec<f64>,
+    /// Core-seconds per process, and the wall time they were read over.
+    cpu: Vec<(String, f64)>,
+    wall: f64,
+}
+
+/// The client-path loads, in rounds. Each round gives every configuration
+/// that is up each load in turn, for a slice of the measured time, and
+/// starts one configuration further along than the round before. So the
+/// ceiling and the herds are measured under the same drifts of the
+/// machine's speed, and none always follows another.
+fn client_path(
+    rt: &Runtime,
+    running: &mut [Running],
+    params: &Params,
+    args: &BenchArgs,
+    out: &Path,
+    results: &mut Results,
+) {
+    if running.is_empty() {
+        return;
     }
-    Ok(())
+    println!(
+        "\n== client path: {} round(s) of {:.1} s per load and configuration, after {:.1} s of warm-up each",
+        params.rounds,
+        params.slice().as_secs_f64(),
+        params.warmup.as_secs_f64()
+    );
+    let mut sums: Vec<Vec<Sum>> = running
+        .iter()
+        .map(|_| LOADS.iter().map(|_| Sum::default()).collect())
+        .collect();
+    for round in 0..params.rounds {
+        for (l, &(conns, depth)) in LOADS.iter().enumerate() {
+            for k in 0..running.len() {
+                let i = (round + k) % running.len();
+                let r = &mut running[i];
+                if r.failed || interrupted() {
+                    continue;
+                }
+                let spec = LoadSpec {
+                    addr: r.addr,
+                    server: r.server.to_string(),
+                    conns,
+                    depth,
+                    warmup: params.warmup,
+                    measure: params.slice(),
+                    tag: format!("{}-{conns}x{depth}", r.config),
+                };
+                let herd = matches!(r.process, Process::Herd(_));
+                let perf = Perf::start(
+                    args.perf && herd && depth == 1 && round == 0,
+                    &r.pids,
+                    &out.join(format!("perf-{}-{conns}x{depth}.data", r.config)),
+                    Some(&out.join(format!("perf-stat-{}-{conns}x{depth}", r.config))),
+                );
+                let before = cpu_of(&r.pids);
+                let t = Instant::now();
+                let result = block(rt, loadgen::closed_loop(spec));
+                let wall = t.elapsed();
+                let cpu = cores(&before, &cpu_of(&r.pids), wall);
+                drop(perf);
+                let result = result
+                    .and_then(|res| r.check_alive().map(|()| res))
+                    .with_context(|| format!("{conns}×{depth} load, round {}", round + 1));
+                let res = match result {
+                    Ok(res) => res,
+                    Err(e) => {
+                        failed(results, &r.config, &e);
+                        r.failed = true;
+                        continue;
+                    }
+                };
+                println!(
+                    "round {}/{} {} {conns}×{depth}: {:.0} replies/s",
+                    round + 1,
+                    params.rounds,
+                    r.config,
+                    res.rate()
+                );
+                let sum = &mut sums[i][l];
+                sum.rounds.push(res.rate());
+                if sum.cpu.is_empty() {
+                    sum.cpu = cpu.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
+                }
+                for ((_, total), (_, c)) in sum.cpu.iter_mut().zip(&cpu) {
+                    *total += c * wall.as_secs_f64();
+                }
+                sum.wall += wall.as_secs_f64();
+                match &mut sum.result {
+                    Some(total) => total.absorb(res),
+                    None => sum.result = Some(res),
+                }
+            }
+        }
+    }
+    println!();
+    for (r, sums) in running.iter().zip(sums) {
+        for (&(conns, depth), sum) in LOADS.iter().zip(sums) {
+            let Some(result) = sum.result else { continue };
+            print_load(
+                &r.config,
+                conns,
+                depth,
+                &result,
+                results.ceiling_rate(conns, depth),
+            );
+            if result.bad > 0 {
+                results.failures.push(format!(
+                    "{} {conns}×{depth}: {} wrong replies, first {:?}",
+                    r.config, result.bad, result.first_bad
+                ));
+            }
+            let wall = sum.wall.max(1e-9);
+            results.loads.push(LoadRow {
+                config: r.config.clone(),
+                conns,
+                depth,
+                result: Some(result),
+                rounds: sum.rounds,
+                cpu: sum.cpu.into_iter().map(|(n, s)| (n, s / wall)).collect(),
+            });
+        }
+    }
 }
 
 fn print_load(config: &str, conns: usize, depth: usize, r: &LoadResult, ceiling: Option<f64>) {
@@ -679,19 +825,17 @@ impl Drop for Perf {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn herd_stage(
+/// Starts a herd on `transport` and waits until every node holds a probe
+/// sent to each.
+fn start_herd(
     rt: &Runtime,
     bin: &Path,
     tmp: &Path,
     transport: TransportKind,
     args: &BenchArgs,
-    out: &Path,
-    params: &Params,
     results: &mut Results,
-) -> Result<()> {
+) -> Result<Running> {
     let name = transport_name(transport);
-    println!("\n== herd on {name}");
     let (config_path, config) =
         bench_procs::write_config(&tmp.join(name), transport, args.workers)?;
     let mut herd = Herd::start(bin, &config_path, &config)?;
@@ -700,31 +844,23 @@ fn herd_stage(
         .iter()
         .map(|n| (n.name.clone(), n.client))
         .collect();
-    let entry = herd.node(ENTRY).client;
     let pids: Vec<(String, u32)> = herd
         .nodes
         .iter()
         .map(|n| (n.name.clone(), n.child.id()))
         .collect();
-    let cpu_now = {
-        let pids = pids.clone();
-        move || {
-            let mut r: Vec<(String, f64)> = pids
-                .iter()
-                .map(|(n, p)| (n.clone(), bench_procs::cpu_seconds(*p).unwrap_or(0.0)))
-                .collect();
-            r.extend(common_readings());
-            r
-        }
-    };
-
-    block(
+    let ready = block(
         rt,
         wait_ready(nodes.clone(), Instant::now() + Duration::from_secs(30)),
     )
-    .context("waiting for the herd to connect")?;
+    .context("waiting for the herd to connect");
+    if let Err(e) = ready {
+        for problem in herd.stop() {
+            results.notes.push(format!("{name}: {problem}"));
+        }
+        return Err(e);
+    }
     wait_links(&herd, results, name);
-
     let mut row = HerdRow {
         config: name.to_string(),
         ..HerdRow::default()
@@ -733,55 +869,40 @@ fn herd_stage(
         row.rss_start
             .push((node.name.clone(), bench_procs::rss_bytes(node.child.id())?));
     }
-    let outcome = (|| -> Result<()> {
-        for (conns, depth) in LOADS {
-            let spec = LoadSpec {
-                addr: entry,
-                server: ENTRY.to_string(),
-                conns,
-                depth,
-                warmup: params.warmup,
-                measure: params.measure,
-                tag: format!("{name}-{conns}x{depth}"),
-            };
-            let perf = Perf::start(
-                args.perf && depth == 1,
-                &pids,
-                &out.join(format!("perf-{name}-{conns}x{depth}.data")),
-                Some(&out.join(format!("perf-stat-{name}-{conns}x{depth}"))),
-            );
-            let before = cpu_now();
-            let t = Instant::now();
-            let result = block(rt, loadgen::closed_loop(spec));
-            let cpu = cores(&before, &cpu_now(), t.elapsed());
-            drop(perf);
-            let result = result.with_context(|| format!("{conns}×{depth} load"))?;
-            print_load(
-                name,
-                conns,
-                depth,
-                &result,
-                results.ceiling_rate(conns, depth),
-            );
-            if result.bad > 0 {
-                results.failures.push(format!(
-                    "{name} {conns}×{depth}: {} wrong replies, first {:?}",
-                    result.bad, result.first_bad
-                ));
-            }
-            results.loads.push(LoadRow {
-                config: name.to_string(),
-                conns,
-                depth,
-                result: Some(result),
-                cpu,
-            });
-            herd.check_alive()?;
-        }
+    Ok(Running {
+        config: name.to_string(),
+        addr: herd.node(ENTRY).client,
+        server: ENTRY,
+        pids,
+        process: Process::Herd(Box::new(HerdRun { herd, nodes, row })),
+        failed: false,
+    })
+}
 
+/// A herd's burst and million clients (after the client-path loads), then
+/// its links' losses and its stop.
+fn herd_tail(
+    rt: &Runtime,
+    run: HerdRun,
+    pids: &[(String, u32)],
+    args: &BenchArgs,
+    out: &Path,
+    params: &Params,
+    results: &mut Results,
+) -> Result<()> {
+    let HerdRun {
+        mut herd,
+        nodes,
+        mut row,
+    } = run;
+    let name = row.config.clone();
+    let entry = herd.node(ENTRY).client;
+    let cpu_now = || cpu_of(pids);
+    println!("\n== herd on {name}: propagation and memory");
+    let outcome = (|| -> Result<()> {
         let perf = Perf::start(
             args.perf,
-            &pids,
+            pids,
             &out.join(format!("perf-{name}-burst.data")),
             None,
         );
@@ -799,7 +920,7 @@ fn herd_stage(
         );
         drop(perf);
         let burst = burst.context("burst")?;
-        report_propagation(name, "burst", &burst, results);
+        report_propagation(&name, "burst", &burst, results);
         row.burst = Some(burst);
         herd.check_alive()?;
 
@@ -817,7 +938,7 @@ fn herd_stage(
             ),
         );
         let stored = stored.context("storing clients")?;
-        report_propagation(name, "clients", &stored, results);
+        report_propagation(&name, "clients", &stored, results);
         row.clients = Some(stored);
         herd.check_alive()?;
         for node in &herd.nodes {
@@ -1058,28 +1179,42 @@ async fn propagate(
 mod tests {
     use super::*;
 
-    fn row(config: &str, replies: u64) -> LoadRow {
+    fn row(config: &str, rounds: &[u64]) -> LoadRow {
+        let mut result: Option<LoadResult> = None;
+        for &replies in rounds {
+            let round = LoadResult {
+                replies,
+                seconds: 1.0,
+                latencies_ns: vec![replies],
+                ..LoadResult::default()
+            };
+            match &mut result {
+                Some(r) => r.absorb(round),
+                None => result = Some(round),
+            }
+        }
         LoadRow {
             config: config.into(),
             conns: 50,
             depth: 1,
-            result: Some(LoadResult {
-                replies,
-                seconds: 1.0,
-                ..LoadResult::default()
-            }),
+            result,
+            rounds: rounds.iter().map(|&r| r as f64).collect(),
             cpu: Vec::new(),
         }
     }
 
     #[test]
-    fn shares_are_of_the_mean_of_the_ceilings_readings() {
+    fn rounds_add_up_and_shares_pair_each_round_with_the_ceilings() {
         let mut results = Results::default();
-        results.loads.push(row(CEILING, 100_000));
-        assert_eq!(results.ceiling_rate(50, 1), Some(100_000.0));
-        results.loads.push(row("tcp", 60_000));
-        results.loads.push(row(CEILING_AGAIN, 140_000));
-        assert_eq!(results.ceiling_rate(50, 1), Some(120_000.0));
+        results.loads.push(row(CEILING, &[100_000, 160_000]));
+        results.loads.push(row("tcp", &[60_000, 120_000, 90_000]));
+        assert_eq!(results.ceiling_rate(50, 1), Some(130_000.0));
+        assert_eq!(results.rate("tcp", 50, 1), Some(90_000.0));
+        let tcp = results.loads[1].result.as_ref().unwrap();
+        assert_eq!(tcp.latencies_ns, vec![60_000, 90_000, 120_000]);
+        // The third round has no ceiling reading to pair with.
+        assert_eq!(results.round_shares("tcp", 50, 1), vec![0.6, 0.75]);
         assert_eq!(results.ceiling_rate(10, 32), None);
+        assert!(results.round_shares("quic", 50, 1).is_empty());
     }
 }

@@ -76,38 +76,55 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Commit {}, {} cores shared by the five nodes and the load generator, 127.0.0.1 only. \
-         Loads: {:.1} s measured after {:.1} s of warm-up; IAMATs at Clark, every reply checked; \
-         latency per request, from the write that carried it to the read that brought its reply. \
-         Ceiling: a line server that only answers (same parse, same AT line, nothing stored, \
-         flooded or logged), measured before the herd and again after it; shares are of the \
-         mean of its two readings.\n",
+         Loads: IAMATs at Clark, every reply checked; latency per request, from the write that \
+         carried it to the read that brought its reply. Ceiling: a line server that only answers \
+         (same parse, same AT line, nothing stored, flooded or logged). The ceiling and both \
+         herds are up together and measured in {} rounds: in each, every configuration gets \
+         each load in turn for {:.2} s after {:.2} s of warm-up, starting one configuration \
+         further along each round, so all of them see the same drifts of the machine's speed. \
+         Rates are over all rounds; *per round* is the lowest and highest share of the \
+         ceiling's rate in the same round.\n",
         git_commit().unwrap_or_else(|| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        p.measure.as_secs_f64(),
+        p.rounds,
+        p.slice().as_secs_f64(),
         p.warmup.as_secs_f64(),
     );
 
     md.push_str("## Client path at Clark\n\n");
     md.push_str(
-        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling |\n",
+        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling | per round |\n",
     );
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
     for row in &r.loads {
         let Some(res) = &row.result else { continue };
         let share = match r.ceiling_rate(row.conns, row.depth) {
             Some(c) if c > 0.0 => format!("{:.0}%", 100.0 * res.rate() / c),
             _ => "n/a".to_string(),
         };
+        let shares = if crate::bench::is_ceiling(&row.config) {
+            Vec::new()
+        } else {
+            r.round_shares(&row.config, row.conns, row.depth)
+        };
+        let per_round = match (
+            shares.iter().copied().reduce(f64::min),
+            shares.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) => format!("{:.0}–{:.0}%", 100.0 * lo, 100.0 * hi),
+            _ => String::new(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {}×{} | {} | {} | {} | {} |",
+            "| {} | {}×{} | {} | {} | {} | {} | {} |",
             row.config,
             row.conns,
             row.depth,
             thousands(res.rate()),
             micros(res.quantile_ns(0.5)),
             micros(res.quantile_ns(0.99)),
-            share
+            share,
+            per_round
         );
     }
 
@@ -370,10 +387,11 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     md.push_str(
-        "\n(Loads: over warm-up and measurement; bursts: from the first write until visible \
-         everywhere. For the ceiling, its server's CPU is in the Clark column. *Other processes*: what \
-         the machine spent outside the benchmark meanwhile; figures taken while it is high are \
-         disturbed.)\n",
+        "\n(Loads: over warm-up and measurement, all rounds; bursts: from the first write until \
+         visible everywhere. For the ceiling, its server's CPU is in the Clark column. *Other \
+         processes*: what the machine spent meanwhile outside the configuration under load and \
+         the load generator, the idle configurations included; figures taken while it is high \
+         are disturbed.)\n",
     );
 
     if !r.failures.is_empty() {

@@ -315,6 +315,16 @@ impl LoadResult {
         }
     }
 
+    /// Adds another measurement of the same load (another round's).
+    pub fn absorb(&mut self, other: LoadResult) {
+        self.replies += other.replies;
+        self.seconds += other.seconds;
+        self.bad += other.bad;
+        self.first_bad = self.first_bad.take().or(other.first_bad);
+        self.latencies_ns.extend(other.latencies_ns);
+        self.latencies_ns.sort_unstable();
+    }
+
     /// The `q` quantile (0..=1) of latency, nanoseconds.
     pub fn quantile_ns(&self, q: f64) -> u64 {
         if self.latencies_ns.is_empty() {
