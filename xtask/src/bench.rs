@@ -227,6 +227,18 @@ pub struct HerdRow {
     pub stored: u64,
     /// Links lost during the run (from the nodes' logs).
     pub links_lost: usize,
+    /// The herd's flooding counters over a stage, summed over its nodes.
+    pub flood: Vec<Flood>,
+}
+
+/// What flooding did during one stage of a herd.
+#[derive(Debug, Clone)]
+pub struct Flood {
+    pub stage: String,
+    /// Updates clients sent to Clark meanwhile.
+    pub updates: u64,
+    /// Summed over the herd's nodes.
+    pub counters: bench_procs::Counters,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -457,6 +469,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Err(e) => failed(&mut results, name, &e),
         }
     }
+    for r in &mut running {
+        if let Process::Herd(run) = &mut r.process {
+            run.counters = counters(&run.herd, &r.config, &mut results);
+        }
+    }
     client_path(&rt, &mut running, &params, &args, &out, &mut results);
     for r in running {
         match r.process {
@@ -580,6 +597,8 @@ struct HerdRun {
     herd: Herd,
     nodes: Vec<(String, SocketAddr)>,
     row: HerdRow,
+    /// Its counters before the client-path loads.
+    counters: Option<bench_procs::Counters>,
 }
 
 impl Running {
@@ -874,7 +893,12 @@ fn start_herd(
         addr: herd.node(ENTRY).client,
         server: ENTRY,
         pids,
-        process: Process::Herd(Box::new(HerdRun { herd, nodes, row })),
+        process: Process::Herd(Box::new(HerdRun {
+            herd,
+            nodes,
+            row,
+            counters: None,
+        })),
         failed: false,
     })
 }
@@ -894,9 +918,12 @@ fn herd_tail(
         mut herd,
         nodes,
         mut row,
+        counters: before,
     } = run;
     let name = row.config.clone();
     let entry = herd.node(ENTRY).client;
+    let mut before = before;
+    flood(&herd, "client path", &mut before, &mut row, results);
     let cpu_now = || cpu_of(pids);
     println!("\n== herd on {name}: propagation and memory");
     let outcome = (|| -> Result<()> {
@@ -922,6 +949,7 @@ fn herd_tail(
         let burst = burst.context("burst")?;
         report_propagation(&name, "burst", &burst, results);
         row.burst = Some(burst);
+        flood(&herd, "burst", &mut before, &mut row, results);
         herd.check_alive()?;
 
         let limit = Duration::from_secs(60 + params.clients / 2_000);
@@ -975,6 +1003,41 @@ fn herd_tail(
     }
     results.herds.push(row);
     outcome
+}
+
+/// The herd's counters summed, or `None` (and a note) if a node's could not
+/// be read.
+fn counters(herd: &Herd, name: &str, results: &mut Results) -> Option<bench_procs::Counters> {
+    match herd.counters() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            results
+                .notes
+                .push(format!("{name}: flooding counters not read: {e:#}"));
+            None
+        }
+    }
+}
+
+/// Records what flooding did since `before` as `stage`, and moves `before`
+/// on.
+fn flood(
+    herd: &Herd,
+    stage: &str,
+    before: &mut Option<bench_procs::Counters>,
+    row: &mut HerdRow,
+    results: &mut Results,
+) {
+    let now = counters(herd, &row.config, results);
+    if let (Some(b), Some(n)) = (*before, now) {
+        let counters = n.since(&b);
+        row.flood.push(Flood {
+            stage: stage.to_string(),
+            updates: counters.iamat,
+            counters,
+        });
+    }
+    *before = now;
 }
 
 /// Notes how a propagation went, and records anything lost as a failure.

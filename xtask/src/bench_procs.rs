@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,78 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy as f64 / ticks.max(1) as f64)
 }
 
+/// A node's flooding counters (from its `/metrics`): IAMATs answered, and
+/// updates by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub iamat: u64,
+    /// Updates from links that were new here.
+    pub received: u64,
+    /// Updates from links that this node already had (or newer).
+    pub stale: u64,
+    /// Copies sent over links.
+    pub forwarded: u64,
+    /// Copies not sent to a neighbour that had sent the same report.
+    pub skipped: u64,
+}
+
+impl Counters {
+    /// Reads them from the admin endpoint at `admin`.
+    pub fn read(admin: SocketAddr) -> Result<Counters> {
+        let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(5))
+            .with_context(|| format!("connecting to the admin endpoint {admin}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {admin}/metrics"))?;
+        Ok(Counters::parse(&text))
+    }
+
+    /// The counters in a Prometheus text exposition (zero where absent).
+    pub fn parse(text: &str) -> Counters {
+        let mut c = Counters::default();
+        for line in text.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            let field = match name {
+                r#"herd_requests_total{kind="iamat"}"# => &mut c.iamat,
+                r#"herd_updates_total{outcome="received"}"# => &mut c.received,
+                r#"herd_updates_total{outcome="stale"}"# => &mut c.stale,
+                r#"herd_updates_total{outcome="forwarded"}"# => &mut c.forwarded,
+                r#"herd_updates_total{outcome="skipped"}"# => &mut c.skipped,
+                _ => continue,
+            };
+            *field = value;
+        }
+        c
+    }
+
+    /// What was counted between `before` and this reading.
+    pub fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            iamat: self.iamat.saturating_sub(before.iamat),
+            received: self.received.saturating_sub(before.received),
+            stale: self.stale.saturating_sub(before.stale),
+            forwarded: self.forwarded.saturating_sub(before.forwarded),
+            skipped: self.skipped.saturating_sub(before.skipped),
+        }
+    }
+
+    fn add(&mut self, other: &Counters) {
+        self.iamat += other.iamat;
+        self.received += other.received;
+        self.stale += other.stale;
+        self.forwarded += other.forwarded;
+        self.skipped += other.skipped;
+    }
+}
+
 /// Resident memory of process `pid` (VmRSS), in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -167,6 +239,8 @@ pub fn count_lines(path: &Path, needle: &str) -> usize {
 pub struct Node {
     pub name: String,
     pub client: SocketAddr,
+    /// Its admin endpoint, for its counters.
+    pub admin: Option<SocketAddr>,
     pub stderr: PathBuf,
     pub child: Child,
 }
@@ -243,8 +317,8 @@ pub fn write_config(
 ) -> Result<(PathBuf, Config)> {
     let n = TOPOLOGY.len();
     let (tcp, udp) = match transport {
-        TransportKind::Tcp => free_ports(2 * n, 0)?,
-        TransportKind::Quic => free_ports(n, n)?,
+        TransportKind::Tcp => free_ports(3 * n, 0)?,
+        TransportKind::Quic => free_ports(2 * n, n)?,
     };
     let peer_ports = match transport {
         TransportKind::Tcp => &tcp[n..],
@@ -265,9 +339,10 @@ pub fn write_config(
         let list: Vec<String> = neighbours.iter().map(|n| format!("\"{n}\"")).collect();
         let _ = write!(
             text,
-            "\n[nodes.{node}]\nclient = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nneighbours = [{}]\n",
+            "\n[nodes.{node}]\nclient = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\nneighbours = [{}]\n",
             tcp[i],
             peer_ports[i],
+            tcp[tcp.len() - n + i],
             list.join(", ")
         );
     }
@@ -310,6 +385,7 @@ impl Herd {
             herd.nodes.push(Node {
                 name: name.clone(),
                 client: node.client,
+                admin: node.admin,
                 stderr,
                 child,
             });
@@ -341,6 +417,18 @@ impl Herd {
             }
         }
         Ok(())
+    }
+
+    /// Every node's counters, summed.
+    pub fn counters(&self) -> Result<Counters> {
+        let mut total = Counters::default();
+        for node in &self.nodes {
+            let admin = node
+                .admin
+                .ok_or_else(|| anyhow!("{} has no admin endpoint", node.name))?;
+            total.add(&Counters::read(admin).with_context(|| node.name.clone())?);
+        }
+        Ok(total)
     }
 
     /// Lines of the nodes' stderr that contain `needle`, over all nodes.
@@ -459,5 +547,31 @@ impl Drop for Ceiling {
         for problem in self.stop() {
             eprintln!("warning: {problem}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_the_metrics_text() {
+        let text = "# HELP herd_updates Location updates by outcome.\n\
+            # TYPE herd_updates counter\n\
+            herd_updates_total{outcome=\"stale\"} 7\n\
+            herd_updates_total{outcome=\"forwarded\"} 30\n\
+            herd_requests_total{kind=\"iamat\"} 12\n\
+            herd_requests_total{kind=\"whatsat\"} 99\n";
+        let c = Counters::parse(text);
+        let want = Counters {
+            iamat: 12,
+            stale: 7,
+            forwarded: 30,
+            ..Counters::default()
+        };
+        assert_eq!(c, want);
+        let before = Counters { forwarded: 10, ..c };
+        assert_eq!(c.since(&before).forwarded, 20);
+        assert_eq!(c.since(&before).stale, 0);
     }
 }

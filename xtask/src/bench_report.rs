@@ -220,6 +220,38 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    if r.herds.iter().any(|h| !h.flood.is_empty()) {
+        md.push_str(
+            "\n## Flooding work\n\n\
+             From the nodes' counters (`/metrics`), summed over the herd. Every other node needs \
+             a copy of each update, so four copies per update is the least flooding can send; \
+             a copy *arrives stale* when its node already had that report (or a newer one) from \
+             another neighbour, and is *spared* when it is not sent to a neighbour that sent the \
+             same report. Under the client-path loads a client's reports that follow each other \
+             within a window go out as one copy, the newest, so there can be fewer than four.\n\n\
+             | configuration | stage | updates at Clark | copies sent | per update | arrived stale | per update | spared |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for h in &r.herds {
+            for f in &h.flood {
+                let per = |n: u64| n as f64 / (f.updates as f64).max(1.0);
+                let c = &f.counters;
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {:.2} | {} | {:.2} | {} |",
+                    h.config,
+                    f.stage,
+                    thousands(f.updates as f64),
+                    thousands(c.forwarded as f64),
+                    per(c.forwarded),
+                    thousands(c.stale as f64),
+                    per(c.stale),
+                    thousands(c.skipped as f64)
+                );
+            }
+        }
+    }
+
     md.push_str("\n## Targets (reported, not enforced)\n\n");
     md.push_str("| target | ");
     let herds: Vec<&HerdRow> = r.herds.iter().collect();

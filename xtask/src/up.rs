@@ -92,6 +92,7 @@ pub fn up(root: &Path, config_path: &Path, config: &Config) -> anyhow::Result<()
         nodes.push(Node {
             name: name.clone(),
             client: node.client,
+            admin: node.admin,
             stderr,
             child,
         });
