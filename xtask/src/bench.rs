@@ -7,6 +7,12 @@
 //!    `tcp`;
 //! 3. the same on `quic`.
 //!
+//! All three are up together, and the client-path loads run in rounds that
+//! visit each in turn, so every herd reading has a ceiling reading from the
+//! same few seconds (this machine's speed swings by a quarter for tens of
+//! seconds at a time). The bursts and the million clients follow, a herd at
+//! a time, with the nodes' flooding counters read around each stage.
+//!
 //! For each: IAMAT replies per second at Clark with 50 connections × 1 in
 //! flight and 10 × 32, with latency from write to reply; for the herds also
 //! the time until a burst of distinct updates sent to Clark is visible (by
