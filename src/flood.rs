@@ -176,7 +176,8 @@ impl Hub {
     pub fn publish(&self, report: Report, from: Option<&str>) -> Offer {
         let mut inner = self.lock();
         let source = from.and_then(|name| inner.links.get(name).map(|a| (a.id, a.tag, None)));
-        let offer = Self::offer(&mut inner, report, source);
+        let hash = inner.store.hash(report.client());
+        let offer = Self::offer(&mut inner, report, hash, source);
         if from.is_some() {
             self.count(&offer);
         }
@@ -209,9 +210,15 @@ impl Hub {
             .get(from)
             .filter(|a| a.id == link)
             .map(|a| (a.id, a.tag, slot_of(a.tag)));
+        let updates: Vec<_> = updates.into_iter().collect();
+        let hashes: Vec<u64> = updates
+            .iter()
+            .map(|u| inner.store.hash(u.client()))
+            .collect();
+        inner.store.warm(&hashes);
         let (mut won, mut lost) = (0, 0);
-        for update in updates {
-            match Self::offer(&mut inner, update, source) {
+        for (update, hash) in updates.into_iter().zip(hashes) {
+            match Self::offer(&mut inner, update, hash, source) {
                 Offer::Won { .. } => won += 1,
                 Offer::Lost(_) => lost += 1,
             }
@@ -236,10 +243,11 @@ impl Hub {
     fn offer(
         inner: &mut Inner,
         update: impl Update,
+        hash: u64,
         source: Option<(u64, u16, Option<u8>)>,
     ) -> Offer {
         let (from, tag, heard) = source.unwrap_or((0, 0, None));
-        let offer = inner.store.offer_from(update, heard, tag);
+        let offer = inner.store.offer_hashed(update, hash, heard, tag);
         if let Offer::Won { .. } = offer {
             for link in inner.links.values_mut() {
                 if source.is_some() && link.id == from {
