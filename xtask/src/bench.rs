@@ -796,6 +796,11 @@ impl Perf {
         if !enabled {
             return Perf(children);
         }
+        // Moved aside (as perf would) so that waiting for the new file's
+        // header below does not find the old one.
+        let mut old = record.as_os_str().to_owned();
+        old.push(".old");
+        let _ = std::fs::rename(record, old);
         let list: Vec<String> = nodes.iter().map(|(_, p)| p.to_string()).collect();
         let mut cmd = Command::new("perf");
         cmd.args(["record", "-q", "-F", "999", "-g", "-o"])
@@ -824,7 +829,16 @@ impl Perf {
             }
         }
         if !children.is_empty() {
-            // perf needs a moment to attach before the load starts.
+            // perf writes its file's header once it has started; stopped
+            // before that, it leaves no profile, which a busy machine made
+            // happen with one-second loads. Then it needs a moment more to
+            // attach to every thread.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::fs::metadata(record).map_or(true, |m| m.len() == 0)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
         Perf(children)
