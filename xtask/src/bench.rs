@@ -92,6 +92,11 @@ pub struct BenchArgs {
     /// compare a candidate build)
     #[arg(long, value_name = "PATH")]
     pub herd_bin: Option<PathBuf>,
+    /// Also run each herd from this `herd` binary, in the same rounds (as
+    /// `<transport>-against`): an A/B of two builds that the machine's
+    /// swings in speed affect alike
+    #[arg(long, value_name = "PATH")]
+    pub against: Option<PathBuf>,
     /// Internal: run the ceiling server (the benchmark starts it)
     #[arg(long, hide = true)]
     pub serve_ceiling: bool,
@@ -276,6 +281,11 @@ impl Results {
     /// `config`'s share of the ceiling in each round of a load: its rate
     /// over the ceiling's in the same round.
     pub fn round_shares(&self, config: &str, conns: usize, depth: usize) -> Vec<f64> {
+        self.round_ratios(config, CEILING, conns, depth)
+    }
+
+    /// `config`'s rate over `base`'s in each round of a load.
+    pub fn round_ratios(&self, config: &str, base: &str, conns: usize, depth: usize) -> Vec<f64> {
         let rounds = |config| {
             self.loads
                 .iter()
@@ -284,7 +294,7 @@ impl Results {
         };
         rounds(config)
             .iter()
-            .zip(rounds(CEILING))
+            .zip(rounds(base))
             .filter(|(_, c)| **c > 0.0)
             .map(|(r, c)| r / c)
             .collect()
@@ -293,6 +303,9 @@ impl Results {
 
 /// The ceiling's configuration name.
 pub const CEILING: &str = "ceiling";
+
+/// What `--against` herds' configuration names end in.
+pub const AGAINST: &str = "against";
 
 pub fn is_ceiling(config: &str) -> bool {
     config == CEILING
@@ -413,6 +426,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bin.display()
         ));
     }
+    if let Some(bin) = &args.against {
+        results.notes.push(format!(
+            "`-{AGAINST}` herds: herd binary {}, in the same rounds",
+            bin.display()
+        ));
+    }
     if let Some(n) = args.workers {
         results
             .notes
@@ -469,10 +488,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             continue;
         }
         let name = transport_name(transport);
-        println!("\n== herd on {name}");
-        match start_herd(&rt, &herd_bin, &tmp, transport, &args, &mut results) {
-            Ok(herd) => running.push(herd),
-            Err(e) => failed(&mut results, name, &e),
+        let mut builds = vec![(name.to_string(), herd_bin.clone())];
+        if let Some(other) = &args.against {
+            builds.push((format!("{name}-{AGAINST}"), other.clone()));
+        }
+        for (config, bin) in builds {
+            println!("\n== herd on {name}: {config} ({})", bin.display());
+            match start_herd(&rt, &bin, &tmp, transport, &config, &args, &mut results) {
+                Ok(herd) => running.push(herd),
+                Err(e) => failed(&mut results, &config, &e),
+            }
         }
     }
     for r in &mut running {
@@ -481,6 +506,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     client_path(&rt, &mut running, &params, &args, &out, &mut results);
+    if args.against.is_some() {
+        against_notes(&mut results);
+    }
     for r in running {
         match r.process {
             Process::Herd(mut run) if r.failed => {
@@ -572,6 +600,35 @@ fn common_readings() -> [(String, f64); 2] {
             bench_procs::machine_busy_seconds().unwrap_or(0.0),
         ),
     ]
+}
+
+/// Notes, for each `-against` herd, its rate over its transport's herd in
+/// each round.
+fn against_notes(results: &mut Results) {
+    let mut notes = Vec::new();
+    for row in results.loads.iter() {
+        let Some(base) = row.config.strip_suffix(&format!("-{AGAINST}")) else {
+            continue;
+        };
+        let ratios = results.round_ratios(&row.config, base, row.conns, row.depth);
+        if ratios.is_empty() {
+            continue;
+        }
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}", r)).collect();
+        notes.push(format!(
+            "{} {}×{}: rate over {base}'s in each round {} (mean {:.2})",
+            row.config,
+            row.conns,
+            row.depth,
+            each.join(", "),
+            mean
+        ));
+    }
+    for note in notes {
+        println!("{note}");
+        results.notes.push(note);
+    }
 }
 
 /// Records that a configuration failed; the run goes on without it.
@@ -871,10 +928,10 @@ fn start_herd(
     bin: &Path,
     tmp: &Path,
     transport: TransportKind,
+    name: &str,
     args: &BenchArgs,
     results: &mut Results,
 ) -> Result<Running> {
-    let name = transport_name(transport);
     let (config_path, config) =
         bench_procs::write_config(&tmp.join(name), transport, args.workers)?;
     let mut herd = Herd::start(bin, &config_path, &config)?;
@@ -1299,5 +1356,10 @@ mod tests {
         assert_eq!(results.round_shares("tcp", 50, 1), vec![0.6, 0.75]);
         assert_eq!(results.ceiling_rate(10, 32), None);
         assert!(results.round_shares("quic", 50, 1).is_empty());
+        results.loads.push(row("tcp-against", &[30_000, 180_000]));
+        assert_eq!(
+            results.round_ratios("tcp-against", "tcp", 50, 1),
+            vec![0.5, 1.5]
+        );
     }
 }

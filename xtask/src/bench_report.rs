@@ -273,7 +273,7 @@ pub fn markdown(r: &Results) -> String {
         TARGET_SHARE_QUIC * 100.0
     );
     for h in &herds {
-        let target = if h.config == "quic" {
+        let target = if h.config.starts_with("quic") {
             TARGET_SHARE_QUIC
         } else {
             TARGET_SHARE_TCP
