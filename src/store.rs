@@ -124,8 +124,9 @@ impl Store {
     }
 
     /// [`Store::offer_from`] with the client ID's [`Store::hash`] already
-    /// taken.
-    pub fn offer_hashed(
+    /// taken. `hash` must be that hash: another would file the report where
+    /// lookups do not find it, so this stays inside the crate.
+    pub(crate) fn offer_hashed(
         &mut self,
         update: impl Update,
         hash: u64,
