@@ -246,9 +246,8 @@ pub struct HerdRow {
 #[derive(Debug, Clone)]
 pub struct Flood {
     pub stage: String,
-    /// Updates clients sent to Clark meanwhile.
-    pub updates: u64,
-    /// Summed over the herd's nodes.
+    /// Summed over the herd's nodes (`iamat`: the updates clients sent,
+    /// all to Clark).
     pub counters: bench_procs::Counters,
 }
 
@@ -1107,11 +1106,9 @@ fn flood(
 ) {
     let now = counters(herd, &row.config, results);
     if let (Some(b), Some(n)) = (*before, now) {
-        let counters = n.since(&b);
         row.flood.push(Flood {
             stage: stage.to_string(),
-            updates: counters.iamat,
-            counters,
+            counters: n.since(&b),
         });
     }
     *before = now;

@@ -234,14 +234,14 @@ pub fn markdown(r: &Results) -> String {
         );
         for h in &r.herds {
             for f in &h.flood {
-                let per = |n: u64| n as f64 / (f.updates as f64).max(1.0);
                 let c = &f.counters;
+                let per = |n: u64| n as f64 / (c.iamat as f64).max(1.0);
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {} | {:.2} | {} | {:.2} | {} |",
                     h.config,
                     f.stage,
-                    thousands(f.updates as f64),
+                    thousands(c.iamat as f64),
                     thousands(c.forwarded as f64),
                     per(c.forwarded),
                     thousands(c.stale as f64),
