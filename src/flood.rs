@@ -128,6 +128,9 @@ pub struct Read {
     pub caught_up: bool,
 }
 
+/// Updates [`Hub::publish_all`] warms in the store at once.
+const WARMED: usize = 64;
+
 impl Hub {
     pub fn new(epoch: u64) -> Hub {
         Hub::with_metrics(epoch, Arc::default())
@@ -210,17 +213,27 @@ impl Hub {
             .get(from)
             .filter(|a| a.id == link)
             .map(|a| (a.id, a.tag, slot_of(a.tag)));
-        let updates: Vec<_> = updates.into_iter().collect();
-        let hashes: Vec<u64> = updates
-            .iter()
-            .map(|u| inner.store.hash(u.client()))
-            .collect();
-        inner.store.warm(&hashes);
         let (mut won, mut lost) = (0, 0);
-        for (update, hash) in updates.into_iter().zip(hashes) {
-            match Self::offer(&mut inner, update, hash, source) {
-                Offer::Won { .. } => won += 1,
-                Offer::Lost(_) => lost += 1,
+        let mut updates = updates.into_iter().fuse();
+        loop {
+            // A batch at a time, on the stack: its stored reports are
+            // warmed together, then it is offered in order.
+            let batch: [Option<_>; WARMED] = std::array::from_fn(|_| updates.next());
+            let mut hashes = [0u64; WARMED];
+            let mut n = 0;
+            for (hash, update) in hashes.iter_mut().zip(batch.iter().flatten()) {
+                *hash = inner.store.hash(update.client());
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            inner.store.warm(&hashes[..n]);
+            for (update, hash) in batch.into_iter().flatten().zip(hashes) {
+                match Self::offer(&mut inner, update, hash, source) {
+                    Offer::Won { .. } => won += 1,
+                    Offer::Lost(_) => lost += 1,
+                }
             }
         }
         drop(inner);
@@ -544,6 +557,24 @@ mod tests {
             hub.publish(report("X", &format!("g{i}"), 1), None);
         }
         assert!(ready(&a.link.full), "a frame's worth waits");
+    }
+
+    #[test]
+    fn publish_all_offers_every_update_of_a_long_batch_in_order() {
+        let hub = Hub::new(7);
+        let a = hub.attach("A", Head::default());
+        // More than one warmed batch, ending in a partial one, with a
+        // client repeated across batches: the later report wins.
+        let mut updates: Vec<Report> = (0..150).map(|i| report("X", &format!("c{i}"), 1)).collect();
+        updates.push(report("X", "c3", 2));
+        hub.publish_all(updates, "A", a.id);
+        assert_eq!(hub.metrics().updates_received.get(), 151);
+        assert_eq!(hub.head(), 151);
+        for i in 0..150 {
+            let want = if i == 3 { 2 } else { 1 };
+            let got = hub.lookup(format!("c{i}").as_bytes()).unwrap();
+            assert_eq!(got.line(), report("X", &format!("c{i}"), want).line());
+        }
     }
 
     #[test]

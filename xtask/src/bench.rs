@@ -994,11 +994,10 @@ fn herd_tail(
         mut herd,
         nodes,
         mut row,
-        counters: before,
+        counters: mut before,
     } = run;
     let name = row.config.clone();
     let entry = herd.node(ENTRY).client;
-    let mut before = before;
     flood(&herd, "client path", &mut before, &mut row, results);
     let cpu_now = || cpu_of(pids);
     println!("\n== herd on {name}: propagation and memory");
