@@ -181,11 +181,20 @@ async fn window_opened_by(
     transport: TransportKind,
     first: &Report,
 ) -> (Herd, tokio::time::Instant) {
+    // Inside the harness's [peer] table (keep-alive 500 ms).
+    window_opened_with(transport, first, "batch_window = \"400ms\"").await
+}
+
+/// [`window_opened_by`], with `peer` settings of its own.
+async fn window_opened_with(
+    transport: TransportKind,
+    first: &Report,
+    peer: &str,
+) -> (Herd, tokio::time::Instant) {
     let herd = Herd::start_with(
         transport,
         &[("Alpha", &["Beta"]), ("Beta", &["Alpha"])],
-        // Inside the harness's [peer] table (keep-alive 500 ms).
-        "batch_window = \"400ms\"",
+        peer,
     )
     .await;
     herd.settled().await;
@@ -250,7 +259,18 @@ async fn a_full_frame_does_not_wait_for_the_window(transport: TransportKind) {
 /// A report waiting to go to a neighbour that meanwhile sent us that very
 /// report is not sent: the neighbour has it.
 async fn a_report_the_neighbour_sent_meanwhile_is_not_sent_back(transport: TransportKind) {
-    let (herd, _) = window_opened_by(transport, &made_at_alpha("open", 4_000)).await;
+    // Beta's copy must reach Alpha while Alpha's copy waits out the window
+    // that "open" opened, after Beta has been seen to hold "open": a
+    // window (and so a keep-alive) long enough that a machine busy with
+    // the rest of the suite still fits that in. Alpha's head then reaches
+    // Beta with the next ping.
+    let open = made_at_alpha("open", 4_000);
+    let (herd, _) = window_opened_with(
+        transport,
+        &open,
+        "batch_window = \"2s\"\nkeepalive = \"3s\"\nidle_timeout = \"10s\"",
+    )
+    .await;
     let (alpha, beta) = (herd.hub("Alpha"), herd.hub("Beta"));
     let stale_at_beta = beta.metrics().updates_stale.get();
     // The same report reaches both, as from a third node: Alpha's copy for

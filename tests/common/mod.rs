@@ -52,9 +52,25 @@ pub fn config_text(transport: TransportKind, topology: &[(&str, &[&str])], extra
         TransportKind::Quic => "quic",
         TransportKind::Tcp => "tcp",
     };
+    // The harness's [peer] settings, but for those that `extra` sets in
+    // that table (before any table header of its own).
+    let in_peer: Vec<&str> = extra
+        .lines()
+        .map(str::trim_start)
+        .take_while(|l| !l.starts_with('['))
+        .collect();
+    let peer: String = [
+        ("backoff_min", "20ms"),
+        ("backoff_max", "200ms"),
+        ("keepalive", "500ms"),
+        ("idle_timeout", "3s"),
+    ]
+    .iter()
+    .filter(|(key, _)| !in_peer.iter().any(|l| l.starts_with(&format!("{key} ="))))
+    .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+    .collect();
     let mut text = format!(
-        "transport = \"{transport}\"\ncerts = \"certs\"\n[log]\ndir = \"logs\"\n\
-         [peer]\nbackoff_min = \"20ms\"\nbackoff_max = \"200ms\"\nkeepalive = \"500ms\"\nidle_timeout = \"3s\"\n{extra}\n"
+        "transport = \"{transport}\"\ncerts = \"certs\"\n[log]\ndir = \"logs\"\n[peer]\n{peer}{extra}\n"
     );
     for (name, neighbours) in topology {
         let list: Vec<String> = neighbours.iter().map(|n| format!("\"{n}\"")).collect();
@@ -78,7 +94,8 @@ impl Herd {
         Herd::start_with(transport, topology, "").await
     }
 
-    /// Starts every node of `topology`; `extra` is added to the config.
+    /// Starts every node of `topology`; `extra` is added to the config's
+    /// `[peer]` table (replacing the harness's own value of a key it sets).
     pub async fn start_with(
         transport: TransportKind,
         topology: &[(&str, &[&str])],
