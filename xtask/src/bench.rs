@@ -23,7 +23,7 @@
 //! non-zero. Speed targets are reported, never enforced.
 //!
 //! Results: `target/bench/results.md` (also printed), `latency.svg` and
-//! `throughput.svg`.
+//! `throughput.svg`; with `--perf`, the profiles and a flame graph of each.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -85,7 +85,8 @@ pub struct BenchArgs {
     pub keep: bool,
     /// Record `perf record -g` profiles of the herd's nodes during the first
     /// round's 50×1 load and the burst, and `perf stat` counts of syscalls
-    /// per node during that 50×1 load (into the output directory)
+    /// per node during that 50×1 load (into the output directory), then a
+    /// flame graph of each profile
     #[arg(long)]
     pub perf: bool,
     /// Use this `herd` binary instead of building the workspace's (to
@@ -260,6 +261,9 @@ pub struct Results {
     pub failures: Vec<String>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// `perf record` files written (`--perf`), with the processes in each,
+    /// for their flame graphs once the measuring is over.
+    pub profiles: Vec<(PathBuf, Vec<(String, u32)>)>,
 }
 
 impl Results {
@@ -533,6 +537,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "whole run: {:.0} s",
         started.elapsed().as_secs_f64()
     ));
+    // After the measuring: `perf script` would take the machine for seconds.
+    for (data, nodes) in std::mem::take(&mut results.profiles) {
+        let svg = data.with_extension("svg");
+        match crate::flame::write(&data, &nodes, &svg) {
+            Ok(()) => results
+                .notes
+                .push(format!("flame graph: {}", svg.display())),
+            Err(e) => results
+                .notes
+                .push(format!("no flame graph of {}: {e:#}", data.display())),
+        }
+    }
 
     let table = bench_report::markdown(&results);
     let md = out.join("results.md");
@@ -736,12 +752,17 @@ fn client_path(
                     tag: format!("{}-{conns}x{depth}", r.config),
                 };
                 let herd = matches!(r.process, Process::Herd(_));
+                let profile = args.perf && herd && depth == 1 && round == 0;
+                let data = out.join(format!("perf-{}-{conns}x{depth}.data", r.config));
                 let perf = Perf::start(
-                    args.perf && herd && depth == 1 && round == 0,
+                    profile,
                     &r.pids,
-                    &out.join(format!("perf-{}-{conns}x{depth}.data", r.config)),
+                    &data,
                     Some(&out.join(format!("perf-stat-{}-{conns}x{depth}", r.config))),
                 );
+                if profile {
+                    results.profiles.push((data, r.pids.clone()));
+                }
                 let before = cpu_of(&r.pids);
                 let t = Instant::now();
                 let result = block(rt, loadgen::closed_loop(spec));
@@ -1002,12 +1023,11 @@ fn herd_tail(
     let cpu_now = || cpu_of(pids);
     println!("\n== herd on {name}: propagation and memory");
     let outcome = (|| -> Result<()> {
-        let perf = Perf::start(
-            args.perf,
-            pids,
-            &out.join(format!("perf-{name}-burst.data")),
-            None,
-        );
+        let data = out.join(format!("perf-{name}-burst.data"));
+        let perf = Perf::start(args.perf, pids, &data, None);
+        if args.perf {
+            results.profiles.push((data, pids.to_vec()));
+        }
         let burst = block(
             rt,
             propagate(

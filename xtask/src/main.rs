@@ -7,6 +7,7 @@ mod bench;
 mod bench_ceiling;
 mod bench_procs;
 mod bench_report;
+mod flame;
 mod loadgen;
 mod soak;
 mod up;
