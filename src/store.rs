@@ -110,16 +110,8 @@ impl Store {
     /// Stores `update` if it is newer than the client's current report.
     /// One hash of the client ID and one probe, whatever the outcome.
     pub fn offer(&mut self, update: impl Update) -> Offer {
-        self.offer_from(update, None, 0)
-    }
-
-    /// [`Store::offer`] of an update heard from the neighbour on the link
-    /// tagged `source` (0: none), whose heard-from bit is `heard`: if it is
-    /// the very report stored (the same line), the stored report is marked
-    /// as heard from that link; if it wins, it is stored with that tag.
-    pub fn offer_from(&mut self, update: impl Update, heard: Option<u8>, source: u16) -> Offer {
         let hash = self.hash(update.client());
-        self.offer_hashed(update, hash, heard, source)
+        self.offer_hashed(update, hash, None, 0)
     }
 
     /// The hash the table files `client` under.
@@ -141,9 +133,13 @@ impl Store {
         }
     }
 
-    /// [`Store::offer_from`] with the client ID's [`Store::hash`] already
-    /// taken. `hash` must be that hash: another would file the report where
-    /// lookups do not find it, so this stays inside the crate.
+    /// [`Store::offer`] of an update heard from the neighbour on the link
+    /// tagged `source` (0: none), whose heard-from bit is `heard`: if it is
+    /// the very report stored (the same line), the stored report is marked
+    /// as heard from that link; if it wins, it is stored with that tag.
+    /// `hash` is the client ID's [`Store::hash`], taken beforehand (see
+    /// [`Store::warm`]); another would file the report where lookups do not
+    /// find it, so this stays inside the crate.
     pub(crate) fn offer_hashed(
         &mut self,
         update: impl Update,

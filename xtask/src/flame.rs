@@ -135,50 +135,44 @@ pub fn draw(folded: &BTreeMap<String, u64>, title: &str) -> String {
     );
     let scale = WIDTH / all.samples.max(1) as f64;
     let bottom = height - 10.0;
-    let total = all.samples;
-    bar(
+    // `all` and the nodes are the two grey levels.
+    place(
         &mut svg,
         "all",
         &all,
         (0.0, bottom - BAR),
-        scale,
-        total,
-        true,
+        (scale, all.samples),
+        2,
     );
-    let mut x = 0.0;
-    for (node, frame) in &all.callees {
-        // The nodes, in grey like `all`.
-        bar(
-            &mut svg,
-            node,
-            frame,
-            (x, bottom - 2.0 * BAR),
-            scale,
-            total,
-            true,
-        );
-        let mut at = x;
-        for (name, f) in &frame.callees {
-            place(&mut svg, name, f, (at, bottom - 3.0 * BAR), scale, total);
-            at += f.samples as f64 * scale;
-        }
-        x += frame.samples as f64 * scale;
-    }
     svg.push_str("</svg>\n");
     svg
 }
 
 /// Draws `frame` with its bar's left and top at `(x, y)`, and its callees
-/// above.
-fn place(svg: &mut String, name: &str, frame: &Frame, (x, y): (f64, f64), scale: f64, total: u64) {
-    let width = frame.samples as f64 * scale;
-    if width < 0.3 {
+/// above; the first `grey` levels are roots (see [`colour`]). `scale` is
+/// pixels per sample, of `total` samples.
+fn place(
+    svg: &mut String,
+    name: &str,
+    frame: &Frame,
+    (x, y): (f64, f64),
+    (scale, total): (f64, u64),
+    grey: usize,
+) {
+    if (frame.samples as f64 * scale) < 0.3 {
         return;
     }
-    bar(svg, name, frame, (x, y), scale, total, false);
+    bar(svg, name, frame, (x, y), scale, total, grey > 0);
     let mut at = x;
     for (callee, f) in &frame.callees {
-        place(svg, callee, f, (at, y - BAR), scale, total);
+        place(
+            svg,
+            callee,
+            f,
+            (at, y - BAR),
+            (scale, total),
+            grey.saturating_sub(1),
+        );
         at += f.samples as f64 * scale;
     }
 }
