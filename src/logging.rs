@@ -9,6 +9,9 @@
 //! Tracing events reach it through the fmt layer; client traffic, the bulk
 //! of the log, takes a shorter path ([`Traffic`]) that formats the line
 //! straight into that buffer, in the same format the fmt layer would use.
+//! The file's pages leave the page cache once written out ([`behind`]).
+
+mod behind;
 
 use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write};
@@ -53,6 +56,7 @@ pub fn init(dir: &Path, node: &str, json: bool) -> std::io::Result<Guard> {
         .create(true)
         .append(true)
         .open(dir.join(format!("{node}.log")))?;
+    let file = behind::Behind::new(file, behind::STEP);
     let (sink, guard) = Sink::start(Box::new(file), BUFFER_CAP)?;
     if FILE
         .set(FileLog {
