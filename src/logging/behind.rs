@@ -74,14 +74,10 @@ impl Behind {
         {
             use std::os::fd::AsRawFd;
             let fd = self.file.as_raw_fd();
-            let old = (
-                self.dropped as libc::off64_t,
-                (self.started - self.dropped) as libc::off64_t,
-            );
-            let new = (
-                self.started as libc::off64_t,
-                (end - self.started) as libc::off64_t,
-            );
+            // (Offsets are cast to whatever each call takes: `off_t` is 32
+            // bits on some targets.)
+            let old = (self.dropped, self.started - self.dropped);
+            let new = (self.started, end - self.started);
             // SAFETY: system calls on a descriptor this owns, with no
             // memory passed; their errors are ignored on purpose.
             unsafe {
@@ -90,15 +86,15 @@ impl Behind {
                     // began at the last shed), so its pages are clean.
                     libc::sync_file_range(
                         fd,
-                        old.0,
-                        old.1,
+                        old.0 as _,
+                        old.1 as _,
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
                             | libc::SYNC_FILE_RANGE_WAIT_AFTER,
                     );
-                    libc::posix_fadvise(fd, old.0, old.1, libc::POSIX_FADV_DONTNEED);
+                    libc::posix_fadvise(fd, old.0 as _, old.1 as _, libc::POSIX_FADV_DONTNEED);
                 }
-                libc::sync_file_range(fd, new.0, new.1, libc::SYNC_FILE_RANGE_WRITE);
+                libc::sync_file_range(fd, new.0 as _, new.1 as _, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
         self.dropped = self.started;
