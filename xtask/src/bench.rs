@@ -588,9 +588,12 @@ fn own_cpu() -> f64 {
 const MACHINE: &str = "machine";
 /// What the machine spent on processes outside the benchmark.
 pub const OTHER: &str = "other processes";
+/// What the hypervisor took from this machine's cores (`steal`).
+pub const STOLEN: &str = "stolen by the host";
 
 /// Cores used between two CPU readings taken `wall` apart; the machine's
-/// reading becomes what processes outside the benchmark used.
+/// reading becomes what processes outside the benchmark used (the host's
+/// share is its own reading, not a process's).
 fn cores(before: &[(String, f64)], after: &[(String, f64)], wall: Duration) -> Vec<(String, f64)> {
     let secs = wall.as_secs_f64().max(1e-9);
     let mut out: Vec<(String, f64)> = before
@@ -600,20 +603,23 @@ fn cores(before: &[(String, f64)], after: &[(String, f64)], wall: Duration) -> V
         .collect();
     if let Some(i) = out.iter().position(|(n, _)| n == MACHINE) {
         let (_, machine) = out.remove(i);
-        let ours: f64 = out.iter().map(|(_, c)| c).sum();
+        let ours: f64 = out
+            .iter()
+            .filter(|(n, _)| n != STOLEN)
+            .map(|(_, c)| c)
+            .sum();
         out.push((OTHER.to_string(), (machine - ours).max(0.0)));
     }
     out
 }
 
 /// Readings of the machine and of the benchmark itself.
-fn common_readings() -> [(String, f64); 2] {
+fn common_readings() -> [(String, f64); 3] {
+    let machine = bench_procs::MachineTimes::now().unwrap_or_default();
     [
         ("load generator".to_string(), own_cpu()),
-        (
-            MACHINE.to_string(),
-            bench_procs::machine_busy_seconds().unwrap_or(0.0),
-        ),
+        (MACHINE.to_string(), machine.busy),
+        (STOLEN.to_string(), machine.stolen),
     ]
 }
 
@@ -1356,6 +1362,34 @@ mod tests {
             result,
             rounds: rounds.iter().map(|&r| r as f64).collect(),
             cpu: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn other_processes_are_the_machine_less_ours_and_the_host_is_apart() {
+        let reading = |gen: f64, clark: f64, machine: f64, stolen: f64| {
+            vec![
+                ("Clark".to_string(), clark),
+                ("load generator".to_string(), gen),
+                (MACHINE.to_string(), machine),
+                (STOLEN.to_string(), stolen),
+            ]
+        };
+        let got = cores(
+            &reading(1.0, 2.0, 10.0, 5.0),
+            &reading(2.0, 3.5, 13.0, 5.5),
+            Duration::from_secs(2),
+        );
+        let want = [
+            ("Clark", 0.75),
+            ("load generator", 0.5),
+            (STOLEN, 0.25),
+            (OTHER, 0.25),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((name, c), (w, wc)) in got.iter().zip(want) {
+            assert_eq!(name, w);
+            assert!((c - wc).abs() < 1e-9, "{name}: {c}");
         }
     }
 

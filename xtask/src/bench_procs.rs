@@ -112,19 +112,38 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks.max(1) as f64)
 }
 
-/// CPU time the whole machine has spent busy so far (all cores), seconds.
-pub fn machine_busy_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
-    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(busy as f64 / ticks.max(1) as f64)
+/// The whole machine's CPU times so far (all cores), in seconds, from the
+/// first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineTimes {
+    /// Running anything: user, nice, system, irq and softirq time.
+    pub busy: f64,
+    /// Wanting to run while the hypervisor ran something else (`steal`).
+    pub stolen: f64,
+}
+
+impl MachineTimes {
+    pub fn now() -> Option<MachineTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        MachineTimes::parse(&stat, ticks.max(1) as f64)
+    }
+
+    /// From the text of `/proc/stat`, with `ticks` per second.
+    pub fn parse(stat: &str, ticks: f64) -> Option<MachineTimes> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let sum = |fields: &[usize]| fields.iter().filter_map(|&i| v.get(i)).sum::<u64>();
+        // user nice system idle iowait irq softirq steal
+        Some(MachineTimes {
+            busy: sum(&[0, 1, 2, 5, 6]) as f64 / ticks,
+            stolen: sum(&[7]) as f64 / ticks,
+        })
+    }
 }
 
 /// A node's flooding counters (from its `/metrics`): IAMATs answered, and
@@ -553,6 +572,20 @@ impl Drop for Ceiling {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_times_leave_idle_and_iowait_out_and_steal_apart() {
+        let stat = "cpu  100 20 30 4000 50 6 7 80 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let t = MachineTimes::parse(stat, 100.0).unwrap();
+        assert_eq!(
+            t,
+            MachineTimes {
+                busy: 1.63,
+                stolen: 0.8
+            }
+        );
+        assert_eq!(MachineTimes::parse("intr 1 2\n", 100.0), None);
+    }
 
     #[test]
     fn counters_are_read_from_the_metrics_text() {

@@ -380,6 +380,7 @@ pub fn markdown(r: &Results) -> String {
         "Bailey",
         "load generator",
         crate::bench::OTHER,
+        crate::bench::STOLEN,
     ];
     let _ = writeln!(md, "| configuration | stage | {} |", order.join(" | "));
     let _ = writeln!(md, "| --- | --- |{}", " ---: |".repeat(order.len()));
@@ -423,7 +424,9 @@ pub fn markdown(r: &Results) -> String {
          visible everywhere. For the ceiling, its server's CPU is in the Clark column. *Other \
          processes*: what the machine spent meanwhile outside the configuration under load and \
          the load generator, the idle configurations included; figures taken while it is high \
-         are disturbed.)\n",
+         are disturbed. *Stolen by the host*: time this machine's cores were ready to run but \
+         the hypervisor ran something else (`steal` in `/proc/stat`), on a virtual machine; it \
+         slows everything alike, and is not counted in the other columns.)\n",
     );
 
     if !r.failures.is_empty() {
