@@ -5,9 +5,9 @@
 //! keeps every page of it cached until memory runs short, so each new page
 //! of log takes a page of free memory. On a virtual machine that hands free
 //! memory back to its host (free page reporting, as on this project's
-//! benchmark machine), such a page often has to be faulted back in at the
-//! host first: appending a gigabyte there took 4.5 s of CPU, against 0.3 s
-//! when the same few megabytes are reused. So every [`STEP`] bytes the
+//! benchmark machine), memory that has not been touched for a while is
+//! slow to touch again: appending a gigabyte there took 4.5 s of CPU at
+//! such times, against 0.3 s when the same few megabytes are reused. So every [`STEP`] bytes the
 //! writer starts writing the newest step out to disk, waits for the step
 //! before it (started a step earlier, so usually long done) and drops that
 //! one from the cache. The log then reuses about two steps of memory
@@ -94,7 +94,10 @@ impl Behind {
                     );
                     libc::posix_fadvise(fd, old.0 as _, old.1 as _, libc::POSIX_FADV_DONTNEED);
                 }
-                libc::sync_file_range(fd, new.0 as _, new.1 as _, libc::SYNC_FILE_RANGE_WRITE);
+                // (A length of 0 would mean "to the end of the file".)
+                if new.1 > 0 {
+                    libc::sync_file_range(fd, new.0 as _, new.1 as _, libc::SYNC_FILE_RANGE_WRITE);
+                }
             }
         }
         self.dropped = self.started;
