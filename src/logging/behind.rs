@@ -7,10 +7,10 @@
 //! memory back to its host (free page reporting, as on this project's
 //! benchmark machine), memory that has not been touched for a while is
 //! slow to touch again: appending a gigabyte there took 4.5 s of CPU at
-//! such times, against 0.3 s when the same few megabytes are reused. So every [`STEP`] bytes the
-//! writer starts writing the newest step out to disk, waits for the step
-//! before it (started a step earlier, so usually long done) and drops that
-//! one from the cache. The log then reuses about two steps of memory
+//! such times, against 0.3 s when the same few megabytes are reused. So
+//! every [`STEP`] bytes the writer starts writing the newest step out to
+//! disk, waits for the step before it (started a step earlier, so usually
+//! long done) and drops that one from the cache. The log then reuses about two steps of memory
 //! however long it grows, and it leaves the rest to the node's store. The
 //! price: a disk that falls more than a step behind the log holds the
 //! writer up (and, once the log's buffer is full, the node), as the page
@@ -38,24 +38,16 @@ pub struct Behind {
 
 impl Behind {
     /// Over `file`, opened for appending, shedding every `step` bytes.
-    pub fn new(file: File, step: u64) -> Behind {
-        let mut behind = Behind {
+    pub fn new(mut file: File, step: u64) -> Behind {
+        // What the file held before is left as it is.
+        let end = end(&mut file).unwrap_or(0);
+        Behind {
             file,
             step,
             pending: 0,
-            started: 0,
-            dropped: 0,
-        };
-        // What the file held before is left as it is.
-        let end = behind.end().unwrap_or(0);
-        behind.started = end;
-        behind.dropped = end;
-        behind
-    }
-
-    fn end(&mut self) -> std::io::Result<u64> {
-        // Its length, whoever else appended (or truncated it).
-        self.file.seek(SeekFrom::End(0))
+            started: end,
+            dropped: end,
+        }
     }
 
     /// Drops the range written out since the last shed but one, and starts
@@ -63,7 +55,7 @@ impl Behind {
     /// what stays cached.
     fn shed(&mut self) {
         self.pending = 0;
-        let Ok(end) = self.end() else { return };
+        let Ok(end) = end(&mut self.file) else { return };
         if end < self.started {
             // Truncated under us (a log rotation by copying): start over.
             self.started = end;
@@ -103,6 +95,11 @@ impl Behind {
         self.dropped = self.started;
         self.started = end;
     }
+}
+
+/// The file's length, whoever else appended to it (or truncated it).
+fn end(file: &mut File) -> std::io::Result<u64> {
+    file.seek(SeekFrom::End(0))
 }
 
 impl Write for Behind {
