@@ -53,6 +53,8 @@ pub struct PeerStatus {
     pub remote: Option<String>,
     pub round_trip_ms: Option<f64>,
     pub messages_in: u64,
+    /// Frames (and below, bytes) handed to the link's transport, counted
+    /// as the write begins; a write that then fails is still counted.
     pub messages_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -976,7 +976,7 @@ async fn a_neighbour_that_stops_reading_during_catch_up_is_cut() {
     assert!(
         cut.is_ok(),
         "a neighbour that read none of its catch-up (and kept pinging) was still \
-         attached {:?} later (idle_timeout 1s); the node had written {:.1} of the \
+         attached {:?} later (idle_timeout 1s); the node had begun writing {:.1} of the \
          {:.1} MiB it owes",
         started.elapsed(),
         written as f64 / MIB,

@@ -265,6 +265,10 @@ async fn transmit(
                 frames += n;
             }
         }
+        // Counted as handed to the transport, before the write: the peer
+        // may read and store a frame before this task runs again, and
+        // whoever sees it there must find it counted here.
+        metrics.traffic(peer, 0, 0, std::mem::take(&mut frames), buf.len() as u64);
         let wrote = async {
             writer.write_all(&buf).await?;
             writer.flush().await
@@ -274,7 +278,6 @@ async fn transmit(
             Ok(Err(e)) => return format!("write failed: {}", chain(&e)),
             Err(_) => return format!("peer read nothing for {:?}", settings.idle_timeout),
         }
-        metrics.traffic(peer, 0, 0, std::mem::take(&mut frames), buf.len() as u64);
         buf.clear();
         if buf.capacity() > KEPT_FRAME_BUFFER {
             // A catch-up's buffer is not kept for the link's life.
