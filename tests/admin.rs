@@ -93,7 +93,9 @@ async fn peers_show_each_link_and_why_it_went_down() {
     let link = &peers["peers"]["Jaquez"];
     assert_eq!(link["state"], "up");
     assert!(link["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
-    assert!(link["messages_out"].as_u64().unwrap() >= 2, "{link}");
+    // At least the frame with the update (the first ping may still wait
+    // for the timer, or ride with it).
+    assert!(link["messages_out"].as_u64().unwrap() >= 1, "{link}");
     assert!(
         link["bytes_out"].as_u64().unwrap() > at.len() as u64,
         "{link}"
