@@ -132,16 +132,32 @@ async fn front_search(waiting: &mut VecDeque<Reply>) -> Result<Bytes, tokio::tas
     }
 }
 
+/// How a served connection ends, once its write side is shut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed, went silent or broke: close the socket now.
+    Close,
+    /// The node, shutting down, stopped reading a client that may still be
+    /// sending, and wrote every reply owed. Closing a socket with input
+    /// unread makes the kernel reset the connection and throw away what it
+    /// has not yet sent of those replies, so what still comes in is to be
+    /// read and dropped first. (A line over the limit is not drained: that
+    /// client is hung up on at once.)
+    Drain,
+}
+
 /// Serves one client until it closes, idles out, breaks a limit or the node
-/// shuts down (replies already owed are still written). `addr` is the
-/// client's, for the log.
+/// shuts down (replies already owed are still written); says whether the
+/// socket needs draining before it closes. `addr` is the client's, for the
+/// log.
 pub async fn serve<S>(
     svc: Arc<ClientService>,
-    stream: S,
+    stream: &mut S,
     addr: SocketAddr,
     shutdown: CancellationToken,
     span: Span,
-) where
+) -> End
+where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let traffic = Traffic::new(&svc.node, addr, span);
@@ -158,6 +174,8 @@ pub async fn serve<S>(
     // Bytes already searched for LF, so a dribbling client costs linear time.
     let mut scanned = 0;
     let mut reading = true;
+    // Reading stopped for the node's shutdown.
+    let mut cut_short = false;
     // Waited on across iterations, so neither is registered anew each time.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
@@ -176,10 +194,13 @@ pub async fn serve<S>(
         let Outbox { ready, waiting, .. } = &mut out;
         tokio::select! {
             biased;
-            _ = &mut cancelled, if reading => reading = false,
+            _ = &mut cancelled, if reading => {
+                reading = false;
+                cut_short = true;
+            }
             wrote = writer.write_buf(ready), if !ready.is_empty() => match wrote {
                 Ok(n) if n > 0 => progress = tokio::time::Instant::now(),
-                _ => return,
+                _ => return End::Close,
             },
             read = reader.read_buf(&mut buf), if can_read => {
                 progress = tokio::time::Instant::now();
@@ -203,7 +224,7 @@ pub async fn serve<S>(
             }
             made = front_search(waiting) => match made {
                 Ok(bytes) => out.waiting[0] = Reply::Ready(bytes),
-                Err(_) => return,
+                Err(_) => return End::Close,
             },
             _ = &mut idle => {
                 // One timer per connection, moved on only when it fires.
@@ -212,13 +233,16 @@ pub async fn serve<S>(
                     if reading {
                         span.in_scope(|| tracing::info!(target: "herd::client", "idle; closing"));
                     }
-                    return;
+                    return End::Close;
                 }
                 idle.as_mut().reset(deadline);
             }
         }
     }
-    let _ = timeout(limits.idle_timeout, writer.shutdown()).await;
+    match timeout(limits.idle_timeout, writer.shutdown()).await {
+        Ok(Ok(())) if cut_short => End::Drain,
+        _ => End::Close,
+    }
 }
 
 /// Answers every whole line in `buf`. False when the connection must stop

@@ -4,12 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{self, ClientService};
+use crate::client::{self, ClientService, End};
+
+/// The longest a closing connection goes on reading (and dropping) what its
+/// client still sends.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Accepts clients until `shutdown`, then waits (at most `drain`) for open
 /// connections to finish the replies they owe.
@@ -63,7 +68,11 @@ pub async fn run(
         // around every poll of a task that wakes once per request.
         let span = tracing::info_span!("client", %addr);
         connections.spawn(async move {
-            client::serve(svc.clone(), stream, addr, stop, span.clone()).await;
+            let mut stream = stream;
+            if client::serve(svc.clone(), &mut stream, addr, stop, span.clone()).await == End::Drain
+            {
+                linger(&mut stream).await;
+            }
             svc.hub.metrics().client_connections.dec();
             drop(slot);
             span.in_scope(|| tracing::debug!("client gone"));
@@ -74,4 +83,35 @@ pub async fn run(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Reads and drops what the client still sends, until it closes its end or
+/// [`LINGER`] passes, so that closing does not reset the connection while
+/// replies are still on their way. A socket with nothing unread closes at
+/// once: there is nothing to reset it, and no wait on a client that sends
+/// nothing more.
+async fn linger(stream: &mut TcpStream) {
+    if !unread(stream) {
+        return;
+    }
+    let mut sink = [0u8; 8192];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    })
+    .await;
+}
+
+/// Whether the kernel holds input from the client that was not read.
+#[cfg(unix)]
+fn unread(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD on an open socket writes one int, to `waiting`.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+    rc != 0 || waiting > 0
+}
+
+#[cfg(not(unix))]
+fn unread(_: &TcpStream) -> bool {
+    true
 }

@@ -1083,6 +1083,75 @@ async fn after_shutdown_replies_already_owed_are_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_amid_a_pipelined_stream_every_reply_written_arrives() {
+    // A client still sending when the node stops reading, and reading its
+    // replies through a small window, so that some of what the node wrote
+    // waits in its socket when it is done writing. Closing a socket with
+    // input unread resets the connection and throws that away.
+    const LINES: usize = 20_000;
+    // Long IDs make long replies: more of what the node owes is in flight.
+    let id = |n: usize| format!("stream-{n:0>100}");
+    let clark = Clark::start("").await;
+    let t = time_text(now());
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(clark.addr()).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut burst = Vec::new();
+    for i in 0..LINES {
+        burst.extend_from_slice(format!("IAMAT {} +1+1 {t}\n", id(i)).as_bytes());
+    }
+    let sending = tokio::spawn(async move {
+        writer.write_all(&burst).await?;
+        writer.shutdown().await
+    });
+    // Unread, the replies to a thousand requests fill our window, the
+    // node's send buffer and its queue (of 1,024 by default).
+    until(clark.hub(), |hub| hub.len() >= 1_000).await;
+
+    let Clark { _dir, node } = clark;
+    let node = node.unwrap();
+    let stopping = node.shutdown_token();
+    let shutdown = tokio::spawn(node.shutdown());
+    stopping.cancelled().await;
+    // Every reply up to the end of the stream, each the answer to the next
+    // request in order, and then a clean end: no reset.
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await.unwrap();
+    let mut replies = 0;
+    loop {
+        assert!(line.starts_with(b"AT Clark "), "{}", show(&line));
+        assert!(
+            line.ends_with(format!(" {} +1+1 {t}\n", id(replies)).as_bytes()),
+            "reply {replies}: {}",
+            show(&line)
+        );
+        replies += 1;
+        line.clear();
+        let read = tokio::time::timeout(PATIENCE, reader.read_until(b'\n', &mut line))
+            .await
+            .expect("a reply or the end in time");
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("after {replies} replies: {e}"),
+        }
+    }
+    eprintln!("shutdown amid a stream: {replies} replies, then the end");
+    assert!(
+        replies < LINES,
+        "the node answered all {LINES} before stopping"
+    );
+    tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("shutdown ends")
+        .unwrap();
+    // What the node did not read it dropped; the client could send it all.
+    sending.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_pipelined_whatsats_are_all_answered_in_order() {
     // More searches than a task's cooperative budget lets it collect in
     // one go: each must still be answered, none dropped, in order.

@@ -135,13 +135,17 @@ fn serve(input: Vec<u8>, cuts: Vec<usize>) -> Vec<u8> {
         });
         let (mut near, far) = tokio::io::duplex(1 << 16);
         let addr = SocketAddr::from(([127, 0, 0, 1], 5555));
-        let node = tokio::spawn(client::serve(
-            svc,
-            far,
-            addr,
-            CancellationToken::new(),
-            tracing::Span::none(),
-        ));
+        let node = tokio::spawn(async move {
+            let mut far = far;
+            client::serve(
+                svc,
+                &mut far,
+                addr,
+                CancellationToken::new(),
+                tracing::Span::none(),
+            )
+            .await
+        });
         let writer = async {
             let mut rest = &input[..];
             for cut in cuts {
