@@ -16,7 +16,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
@@ -47,14 +47,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
 }
@@ -74,12 +66,12 @@ struct Node {
 impl Node {
     fn start() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], common::port()));
         let config = dir.path().join("herd.toml");
         let text = format!(
             "transport = \"tcp\"\n[log]\ndir = \"logs\"\n\
              [nodes.Clark]\nclient = \"{addr}\"\npeer = \"127.0.0.1:{}\"\nneighbours = []\n",
-            free_port()
+            common::port()
         );
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new(HERD);

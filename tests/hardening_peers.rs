@@ -16,7 +16,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,10 +27,9 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use common::{until, Client, EchoPlaces, Herd, PATIENCE};
+use common::{until, Client, Herd, PATIENCE};
 use herd::config::Config;
 use herd::flood::{Head, Hub};
-use herd::node::BoundNode;
 use herd::peer::frame::{self, Hello, Message};
 
 /// The nodes' largest frame (the default `peer.max_frame`).
@@ -271,8 +270,8 @@ impl Trio {
 }
 
 /// Starts `Bona — Clark — Jaquez` over tcp with `peer` as the `[peer]`
-/// table, every address on port 0 (as `common::Herd::start_with` does, with
-/// peer settings of our own).
+/// table (as `common::Herd::start_with` does, with peer settings of our
+/// own).
 async fn start(t: &Trio, peer: &str) -> Herd {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herd.toml");
@@ -290,27 +289,8 @@ async fn start(t: &Trio, peer: &str) -> Herd {
         );
     }
     std::fs::write(&path, &text).unwrap();
-    let mut config = Config::from_toml(&text, &path).unwrap();
-    let mut bound = Vec::new();
-    for name in config.nodes.keys() {
-        bound.push((name.clone(), BoundNode::bind(&config, name).await.unwrap()));
-    }
-    for (name, node) in &bound {
-        let entry = config.nodes.get_mut(name).unwrap();
-        entry.client = node.client_addr();
-        entry.peer = node.peer_addr().to_string();
-    }
-    let config = Arc::new(config);
-    let nodes = bound
-        .into_iter()
-        .map(|(name, node)| {
-            (
-                name,
-                Some(node.start_with(config.clone(), Arc::new(EchoPlaces))),
-            )
-        })
-        .collect();
-    let herd = Herd { dir, config, nodes };
+    let config = Config::from_toml(&text, &path).unwrap();
+    let herd = Herd::from_config(dir, config).await;
     herd.settled().await;
     herd
 }

@@ -1,11 +1,12 @@
-//! A real herd in this process: every node on real sockets (port 0), over
-//! the transport under test, with real certificates for QUIC.
+//! A real herd in this process: every node on real sockets (on ports of
+//! its own, see [`port`]), over the transport under test, with real
+//! certificates for QUIC.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -105,19 +106,21 @@ impl Herd {
         let path = dir.path().join("herd.toml");
         let text = config_text(transport, topology, extra);
         std::fs::write(&path, &text).unwrap();
-        let mut config = Config::from_toml(&text, &path).unwrap();
+        let config = Config::from_toml(&text, &path).unwrap();
         if transport == TransportKind::Quic {
             herd::certs::write_herd(&config, &config.certs, false).unwrap();
         }
+        Herd::from_config(dir, config).await
+    }
+
+    /// Starts every node of `config` (whose files are in `dir`), each on
+    /// ports of its own that its restarts bind again.
+    pub async fn from_config(dir: tempfile::TempDir, mut config: Config) -> Herd {
+        let names: Vec<String> = config.nodes.keys().cloned().collect();
         let mut bound = Vec::new();
-        for name in config.nodes.keys() {
-            bound.push((name.clone(), BoundNode::bind(&config, name).await.unwrap()));
-        }
-        for (name, node) in &bound {
-            let entry = config.nodes.get_mut(name).unwrap();
-            entry.client = node.client_addr();
-            entry.peer = node.peer_addr().to_string();
-            entry.admin = node.admin_addr();
+        for name in names {
+            let node = bind_on_own_ports(&mut config, &name).await;
+            bound.push((name, node));
         }
         let config = Arc::new(config);
         let nodes = bound
@@ -203,6 +206,60 @@ impl Herd {
         })
         .await;
     }
+}
+
+/// Binds node `name` on ports from [`port`], written into `config` (its
+/// admin endpoint only if it has one).
+async fn bind_on_own_ports(config: &mut Config, name: &str) -> BoundNode {
+    let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut last = None;
+    // A port found free can still be taken by another process before the
+    // node binds it; then other ports are tried.
+    for _ in 0..5 {
+        let entry = config.nodes.get_mut(name).unwrap();
+        entry.client = local(port());
+        entry.peer = local(port()).to_string();
+        if entry.admin.is_some() {
+            entry.admin = Some(local(port()));
+        }
+        match BoundNode::bind(config, name).await {
+            Ok(node) => return node,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("{name} found no free ports: {:?}", last);
+}
+
+/// A loopback port for a node of this test process: below the kernel's
+/// ephemeral range, so that no socket bound to port 0 and no connection's
+/// local end is ever given it, and handed out once per process, free on
+/// TCP and UDP at the time. A node that stops keeps its ports for when it
+/// restarts: port 0 could give them to any socket meanwhile.
+pub fn port() -> u16 {
+    const LOW: u16 = 10_000;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    // Linux's default range starts at 32768.
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = u32::from(high - LOW);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    // Processes started at once begin far apart.
+    let mut at =
+        next.unwrap_or_else(|| LOW + (std::process::id().wrapping_mul(7_919) % span) as u16);
+    for _ in 0..span {
+        let candidate = at;
+        at = if at + 1 >= high { LOW } else { at + 1 };
+        let free = TcpListener::bind(("127.0.0.1", candidate)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", candidate)).is_ok();
+        if free {
+            *next = Some(at);
+            return candidate;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{high}");
 }
 
 /// Waits, on the hub's change events, until `check` holds.
