@@ -123,6 +123,34 @@ fn storing(c: &mut Criterion) {
     c.bench_function("Store::get (100k clients)", |b| {
         b.iter(|| store.get(black_box(b"client-99999")).is_some())
     });
+    growing_past(c, 917_504);
+}
+
+/// The one offer of a new client that makes a table of `full` clients (as
+/// many as its buckets hold) grow: every stored report is filed anew.
+fn growing_past(c: &mut Criterion, full: usize) {
+    let mut group = c.benchmark_group("growth");
+    group.sample_size(10);
+    group.bench_function(
+        format!("Store::offer new client {} (the table grows)", full + 1),
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut store = Store::new();
+                    for i in 0..full {
+                        store.offer(report(&format!("client-{i}"), 1));
+                    }
+                    let last = report("the-one-more", 1);
+                    let start = Instant::now();
+                    black_box(store.offer(last));
+                    total += start.elapsed();
+                }
+                total
+            })
+        },
+    );
+    group.finish();
 }
 
 fn flooding(c: &mut Criterion) {
