@@ -42,7 +42,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, addr) = match accepted {
+        let (mut stream, addr) = match accepted {
             Ok(accepted) => {
                 backoff = Duration::from_millis(10);
                 accepted
@@ -68,7 +68,6 @@ pub async fn run(
         // around every poll of a task that wakes once per request.
         let span = tracing::info_span!("client", %addr);
         connections.spawn(async move {
-            let mut stream = stream;
             if client::serve(svc.clone(), &mut stream, addr, stop, span.clone()).await == End::Drain
             {
                 linger(&mut stream).await;

@@ -133,10 +133,9 @@ fn serve(input: Vec<u8>, cuts: Vec<usize>) -> Vec<u8> {
             places_timeout: Duration::from_secs(5),
             limits: Limits::default(),
         });
-        let (mut near, far) = tokio::io::duplex(1 << 16);
+        let (mut near, mut far) = tokio::io::duplex(1 << 16);
         let addr = SocketAddr::from(([127, 0, 0, 1], 5555));
         let node = tokio::spawn(async move {
-            let mut far = far;
             client::serve(
                 svc,
                 &mut far,

@@ -237,25 +237,27 @@ async fn bind_on_own_ports(config: &mut Config, name: &str) -> BoundNode {
 /// restarts: port 0 could give them to any socket meanwhile.
 pub fn port() -> u16 {
     const LOW: u16 = 10_000;
-    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
-    // Linux's default range starts at 32768.
-    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|&start| start > LOW + 1_000)
-        .unwrap_or(32_768);
-    let span = u32::from(high - LOW);
+    /// The next port to try, and the end of the range (read once).
+    static NEXT: Mutex<Option<(u16, u16)>> = Mutex::new(None);
     let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
-    // Processes started at once begin far apart.
-    let mut at =
-        next.unwrap_or_else(|| LOW + (std::process::id().wrapping_mul(7_919) % span) as u16);
-    for _ in 0..span {
+    let (mut at, high) = *next.get_or_insert_with(|| {
+        // Linux's default range starts at 32768.
+        let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+            .filter(|&start| start > LOW + 1_000)
+            .unwrap_or(32_768);
+        // Processes started at once begin far apart.
+        let offset = std::process::id().wrapping_mul(7_919) % u32::from(high - LOW);
+        (LOW + offset as u16, high)
+    });
+    for _ in LOW..high {
         let candidate = at;
         at = if at + 1 >= high { LOW } else { at + 1 };
         let free = TcpListener::bind(("127.0.0.1", candidate)).is_ok()
             && UdpSocket::bind(("127.0.0.1", candidate)).is_ok();
         if free {
-            *next = Some(at);
+            *next = Some((at, high));
             return candidate;
         }
     }
