@@ -62,9 +62,13 @@ pub struct BenchArgs {
     /// Distinct clients stored before memory is read [default: 1000000, quick 100000]
     #[arg(long, value_name = "N")]
     pub clients: Option<u64>,
-    /// Updates in the propagation burst [default: 20000, quick 5000]
+    /// Updates in each propagation burst [default: 20000, quick 5000]
     #[arg(long, value_name = "N")]
     pub burst: Option<u64>,
+    /// Bursts sent to each herd, one after another; the burst figures are
+    /// their median [default: 5, quick 2]
+    #[arg(long, value_name = "N")]
+    pub bursts: Option<usize>,
     /// Seconds measured per load and configuration, over all rounds
     /// [default: 5, quick 1.5]
     #[arg(long, value_name = "SECS")]
@@ -142,6 +146,8 @@ pub struct Params {
     /// Rounds the client-path loads are measured in.
     pub rounds: usize,
     pub burst: u64,
+    /// Bursts per herd.
+    pub bursts: usize,
     pub clients: u64,
     /// Random updates checked on every node, besides the last ones.
     pub samples: usize,
@@ -163,6 +169,7 @@ impl Params {
                 .burst
                 .unwrap_or(if quick { 5_000 } else { TARGET_BURST })
                 .max(BURST_CONNS as u64),
+            bursts: args.bursts.unwrap_or(if quick { 2 } else { 5 }).max(1),
             clients: args
                 .clients
                 .unwrap_or(if quick { 100_000 } else { TARGET_CLIENTS })
@@ -228,19 +235,61 @@ impl Propagation {
 #[derive(Debug, Clone, Default)]
 pub struct HerdRow {
     pub config: String,
-    pub burst: Option<Propagation>,
+    /// The bursts, in the order sent.
+    pub bursts: Vec<Propagation>,
     pub clients: Option<Propagation>,
     /// VmRSS per node after `clients` were stored everywhere.
     pub rss: Vec<(String, u64)>,
     /// VmRSS per node once the herd was up, before any load.
     pub rss_start: Vec<(String, u64)>,
     /// Distinct clients every node holds when `rss` is read: the stored
-    /// clients, the burst, the loads' client IDs and the start-up probes.
+    /// clients, the bursts, the loads' client IDs and the start-up probes.
     pub stored: u64,
     /// Links lost during the run (from the nodes' logs).
     pub links_lost: usize,
     /// The herd's flooding counters over a stage, summed over its nodes.
     pub flood: Vec<Flood>,
+}
+
+/// A herd's bursts summed up: the median one stands for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Bursts<'a> {
+    /// The burst whose rate is the median (of an even number of bursts,
+    /// the slower of the middle two).
+    pub median: &'a Propagation,
+    pub slowest: f64,
+    pub fastest: f64,
+    pub count: usize,
+}
+
+impl HerdRow {
+    pub fn bursts(&self) -> Option<Bursts<'_>> {
+        let mut by_rate: Vec<&Propagation> = self.bursts.iter().collect();
+        by_rate.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let median = by_rate[by_rate.len().checked_sub(1)? / 2];
+        Some(Bursts {
+            median,
+            slowest: by_rate[0].rate(),
+            fastest: by_rate[by_rate.len() - 1].rate(),
+            count: by_rate.len(),
+        })
+    }
+
+    /// Cores per process over all the bursts, weighted by their durations.
+    pub fn burst_cpu(&self) -> Vec<(String, f64)> {
+        let wall: f64 = self.bursts.iter().map(|b| b.visible.as_secs_f64()).sum();
+        let mut cpu: Vec<(String, f64)> = Vec::new();
+        for b in &self.bursts {
+            for (name, cores) in &b.cpu {
+                let share = cores * b.visible.as_secs_f64() / wall.max(1e-9);
+                match cpu.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, total)) => *total += share,
+                    None => cpu.push((name.clone(), share)),
+                }
+            }
+        }
+        cpu
+    }
 }
 
 /// What flooding did during one stage of a herd.
@@ -460,10 +509,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ));
     let started = Instant::now();
     println!(
-        "bench{}: {:.1} s per load in {} round(s), a {}-update burst, {} clients; {} cores",
+        "bench{}: {:.1} s per load in {} round(s), {} bursts of {} updates, {} clients; {} cores",
         if params.quick { " --quick" } else { "" },
         params.measure.as_secs_f64(),
         params.rounds,
+        params.bursts,
         params.burst,
         params.clients,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -1034,24 +1084,26 @@ fn herd_tail(
         if args.perf {
             results.profiles.push((data, pids.to_vec()));
         }
-        let burst = block(
-            rt,
-            propagate(
-                nodes.clone(),
-                entry,
-                format!("{name}-burst"),
-                params.burst,
-                params.samples,
-                Duration::from_secs(60),
-                &cpu_now,
-            ),
-        );
+        for i in 0..params.bursts {
+            let burst = block(
+                rt,
+                propagate(
+                    nodes.clone(),
+                    entry,
+                    format!("{name}-burst{i}"),
+                    params.burst,
+                    params.samples,
+                    Duration::from_secs(60),
+                    &cpu_now,
+                ),
+            );
+            let burst = burst.with_context(|| format!("burst {} of {}", i + 1, params.bursts))?;
+            report_propagation(&name, "burst", &burst, results);
+            row.bursts.push(burst);
+            herd.check_alive()?;
+        }
         drop(perf);
-        let burst = burst.context("burst")?;
-        report_propagation(&name, "burst", &burst, results);
-        row.burst = Some(burst);
         flood(&herd, "burst", &mut before, &mut row, results);
-        herd.check_alive()?;
 
         let limit = Duration::from_secs(60 + params.clients / 2_000);
         let stored = block(
@@ -1078,7 +1130,10 @@ fn herd_tail(
             .iter()
             .map(|(conns, _)| conns * loadgen::IDS_PER_CONN)
             .sum();
-        row.stored = params.clients + params.burst + load_ids as u64 + nodes.len() as u64;
+        row.stored = params.clients
+            + params.burst * params.bursts as u64
+            + load_ids as u64
+            + nodes.len() as u64;
         let rss: Vec<String> = row
             .rss
             .iter()
@@ -1411,5 +1466,36 @@ mod tests {
             results.round_ratios("tcp-against", "tcp", 50, 1),
             vec![0.5, 1.5]
         );
+    }
+
+    fn burst(millis: u64, clark_cores: f64) -> Propagation {
+        Propagation {
+            total: 20_000,
+            acked: Duration::from_millis(millis / 2),
+            visible: Duration::from_millis(millis),
+            bad: 0,
+            first_bad: None,
+            verified: Vec::new(),
+            cpu: vec![("Clark".to_string(), clark_cores)],
+        }
+    }
+
+    #[test]
+    fn the_median_burst_stands_for_the_bursts_and_cpu_is_weighted_by_time() {
+        let mut herd = HerdRow::default();
+        assert!(herd.bursts().is_none());
+        // 20,000 updates in 40, 100 and 50 ms: 500k, 200k and 400k/s.
+        herd.bursts = vec![burst(40, 1.0), burst(100, 0.5), burst(50, 2.0)];
+        let b = herd.bursts().unwrap();
+        assert_eq!((b.count, b.median.visible), (3, Duration::from_millis(50)));
+        assert_eq!((b.slowest, b.fastest), (200_000.0, 500_000.0));
+        // Of an even number, the slower of the middle two.
+        herd.bursts.push(burst(20, 1.0));
+        let b = herd.bursts().unwrap();
+        assert_eq!((b.count, b.median.visible), (4, Duration::from_millis(50)));
+        let cpu = herd.burst_cpu();
+        let want = (1.0 * 40.0 + 0.5 * 100.0 + 2.0 * 50.0 + 1.0 * 20.0) / 210.0;
+        assert_eq!(cpu.len(), 1);
+        assert!((cpu[0].1 - want).abs() < 1e-9, "{cpu:?}");
     }
 }

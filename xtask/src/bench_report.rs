@@ -47,9 +47,14 @@ fn verdict(pass: bool) -> &'static str {
     }
 }
 
-fn checks(p: &Propagation) -> String {
-    let checked: usize = p.verified.iter().map(|(_, v)| v.checked).sum();
-    format!("{} / {}", p.lost(), thousands(checked as f64))
+/// Lost and checked updates over propagations.
+fn checks<'a>(ps: impl IntoIterator<Item = &'a Propagation>) -> String {
+    let (mut lost, mut checked) = (0, 0);
+    for p in ps {
+        lost += p.lost();
+        checked += p.verified.iter().map(|(_, v)| v.checked).sum::<usize>();
+    }
+    format!("{lost} / {}", thousands(checked as f64))
 }
 
 fn git_commit() -> Option<String> {
@@ -134,13 +139,30 @@ pub fn markdown(r: &Results) -> String {
          *acknowledged* when Clark has answered them all, *visible* when each connection's last \
          update is answered by WHATSAT on all four other nodes (links are ordered, so the rest \
          precede it); then a random sample plus every connection's last update is checked on \
-         every node, lost = missing or different AT lines. Memory: VmRSS of each node once the \
-         stored clients are visible everywhere.\n\n",
+         every node, lost = missing or different AT lines. Each herd takes its bursts one \
+         after another; its row shows the median burst (by rate; of an even number, the slower \
+         of the middle two) with the slowest and fastest rates, and lost / checked over all of \
+         them. Memory: VmRSS of each node once the stored clients are visible everywhere.\n\n",
     );
     md.push_str("| configuration | updates | acknowledged | visible everywhere | updates/s | lost / checked |\n");
     md.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     for h in &r.herds {
-        for p in [&h.burst, &h.clients].into_iter().flatten() {
+        if let Some(b) = h.bursts() {
+            let _ = writeln!(
+                md,
+                "| {} | {} (median of {}) | {:.0} ms | {:.0} ms | {} ({}–{}) | {} |",
+                h.config,
+                thousands(b.median.total as f64),
+                b.count,
+                b.median.acked.as_secs_f64() * 1e3,
+                b.median.visible.as_secs_f64() * 1e3,
+                thousands(b.median.rate()),
+                thousands(b.slowest),
+                thousands(b.fastest),
+                checks(&h.bursts)
+            );
+        }
+        if let Some(p) = &h.clients {
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} ms | {:.0} ms | {} | {} |",
@@ -149,7 +171,7 @@ pub fn markdown(r: &Results) -> String {
                 p.acked.as_secs_f64() * 1e3,
                 p.visible.as_secs_f64() * 1e3,
                 thousands(p.rate()),
-                checks(p)
+                checks([p])
             );
         }
     }
@@ -214,7 +236,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             md,
             "\nResident at start-up: {}. *Per client*: the mean growth since start-up over the \
-             clients stored (those sent for the memory figure, plus the burst's and the loads' \
+             clients stored (those sent for the memory figure, plus the bursts' and the loads' \
              client IDs).",
             starts.join("; ")
         );
@@ -301,17 +323,18 @@ pub fn markdown(r: &Results) -> String {
         thousands(TARGET_BURST_RATE)
     );
     for h in &herds {
-        let cell = match &h.burst {
+        let cell = match h.bursts() {
             Some(b) => {
-                let size = if b.total == TARGET_BURST {
+                let size = if b.median.total == TARGET_BURST {
                     String::new()
                 } else {
-                    format!(" ({} updates)", thousands(b.total as f64))
+                    format!(", {} updates", thousands(b.median.total as f64))
                 };
                 format!(
-                    "{}/s{size} {}",
-                    thousands(b.rate()),
-                    verdict(b.rate() >= TARGET_BURST_RATE)
+                    "{}/s (median of {}{size}) {}",
+                    thousands(b.median.rate()),
+                    b.count,
+                    verdict(b.median.rate() >= TARGET_BURST_RATE)
                 )
             }
             None => "not measured".into(),
@@ -345,7 +368,7 @@ pub fn markdown(r: &Results) -> String {
     md.push('\n');
     let mut line = "| nothing lost (every reply right, every sample on every node) |".to_string();
     for h in &herds {
-        let props: Vec<&Propagation> = [&h.burst, &h.clients].into_iter().flatten().collect();
+        let props: Vec<&Propagation> = h.bursts.iter().chain(&h.clients).collect();
         let wrong: u64 = r
             .loads
             .iter()
@@ -354,7 +377,7 @@ pub fn markdown(r: &Results) -> String {
             .map(|l| l.bad)
             .sum();
         let lost: usize = props.iter().map(|p| p.lost()).sum::<usize>() + wrong as usize;
-        let cell = if props.len() < 2 {
+        let cell = if h.bursts.is_empty() || h.clients.is_none() {
             "incomplete **fail**".to_string()
         } else if lost == 0 {
             "0 lost **pass**".to_string()
@@ -406,27 +429,35 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     for h in &r.herds {
-        for (what, p) in [("burst", &h.burst), ("clients", &h.clients)] {
-            if let Some(p) = p {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} {} | {} |",
-                    h.config,
-                    thousands(p.total as f64),
-                    what,
-                    cpu_cells(&p.cpu)
-                );
-            }
+        if let Some(b) = h.bursts() {
+            let _ = writeln!(
+                md,
+                "| {} | bursts ({} × {}) | {} |",
+                h.config,
+                b.count,
+                thousands(b.median.total as f64),
+                cpu_cells(&h.burst_cpu())
+            );
+        }
+        if let Some(p) = &h.clients {
+            let _ = writeln!(
+                md,
+                "| {} | {} clients | {} |",
+                h.config,
+                thousands(p.total as f64),
+                cpu_cells(&p.cpu)
+            );
         }
     }
     md.push_str(
-        "\n(Loads: over warm-up and measurement, all rounds; bursts: from the first write until \
-         visible everywhere. For the ceiling, its server's CPU is in the Clark column. *Other \
-         processes*: what the machine spent meanwhile outside the configuration under load and \
-         the load generator, the idle configurations included; figures taken while it is high \
-         are disturbed. *Stolen by the host*: time this machine's cores were ready to run but \
-         the hypervisor ran something else (`steal` in `/proc/stat`), on a virtual machine; it \
-         slows everything alike, and is not counted in the other columns.)\n",
+        "\n(Loads: over warm-up and measurement, all rounds; bursts: from each one's first write \
+         until it is visible everywhere, over all of a herd's bursts. For the ceiling, its \
+         server's CPU is in the Clark column. *Other processes*: what the machine spent \
+         meanwhile outside the configuration under load and the load generator, the idle \
+         configurations included; figures taken while it is high are disturbed. *Stolen by the \
+         host*: time this machine's cores were ready to run but the hypervisor ran something \
+         else (`steal` in `/proc/stat`), on a virtual machine; it slows everything alike, and is \
+         not counted in the other columns.)\n",
     );
 
     if !r.failures.is_empty() {
@@ -571,10 +602,10 @@ fn throughput_plot(r: &Results, path: &Path) -> PlotResult {
     // Right: propagation rate of the burst and of the stored clients.
     let mut props: Vec<(String, f64, RGBColor)> = Vec::new();
     for h in &r.herds {
-        if let Some(b) = &h.burst {
+        if let Some(b) = h.bursts() {
             props.push((
                 format!("{} burst", h.config),
-                b.rate(),
+                b.median.rate(),
                 colour_of(&h.config, 1),
             ));
         }
