@@ -2,8 +2,10 @@
 //! reloading certificates (a broken file is refused and the node keeps
 //! serving), then a clean SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,16 +45,8 @@ fn ask(port: u16, line: &str) -> String {
 #[test]
 fn json_logs_and_certificate_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let client = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let peer = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let client = common::port();
+    let peer = common::port();
     let path = dir.path().join("herd.toml");
     std::fs::write(
         &path,

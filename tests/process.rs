@@ -2,8 +2,10 @@
 //! SIGTERM, and refuses bad configurations with exit code 2 and one line
 //! per problem.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -38,15 +40,6 @@ fn stderr_lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct NodeSpec {
     name: &'static str,
     client: u16,
@@ -58,8 +51,8 @@ impl NodeSpec {
     fn new(name: &'static str, neighbours: &'static [&'static str]) -> NodeSpec {
         NodeSpec {
             name,
-            client: free_port(),
-            peer: free_port(),
+            client: common::port(),
+            peer: common::port(),
             neighbours,
         }
     }

@@ -3,7 +3,8 @@
 //! from its own private key, so the restarted process can prove it ended
 //! the old connection. Real processes, so the crash is a real SIGKILL.
 
-use std::net::{TcpListener, UdpSocket};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,22 +15,6 @@ const HERD: &str = env!("CARGO_BIN_EXE_herd");
 /// Far below the configured idle timeout (30 s): the link must come back
 /// long before the old connection could have timed out.
 const PATIENCE: Duration = Duration::from_secs(15);
-
-fn tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Nodes(Vec<Child>);
 
@@ -81,7 +66,7 @@ async fn wait_for_link(admin: &str, ready: impl Fn(&Value) -> bool) -> Value {
 #[tokio::test]
 async fn a_crashed_neighbour_is_noticed_by_its_stateless_reset() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", tcp_port());
+    let admin = format!("127.0.0.1:{}", common::port());
     // Alpha sorts first, so Alpha dials and Bravo only accepts: Bravo's
     // return cannot replace the old link by dialling, only the reset can
     // end it before the idle timeout.
@@ -90,10 +75,10 @@ async fn a_crashed_neighbour_is_noticed_by_its_stateless_reset() {
          [peer]\nkeepalive = \"200ms\"\nidle_timeout = \"30s\"\nbackoff_min = \"20ms\"\nbackoff_max = \"200ms\"\n\
          [nodes.Alpha]\nclient = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nadmin = \"{admin}\"\nneighbours = [\"Bravo\"]\n\
          [nodes.Bravo]\nclient = \"127.0.0.1:{}\"\npeer = \"127.0.0.1:{}\"\nneighbours = [\"Alpha\"]\n",
-        tcp_port(),
-        udp_port(),
-        tcp_port(),
-        udp_port()
+        common::port(),
+        common::port(),
+        common::port(),
+        common::port()
     );
     let path = dir.path().join("herd.toml");
     std::fs::write(&path, text).unwrap();
