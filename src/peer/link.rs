@@ -114,10 +114,7 @@ async fn receive(
             }
         } else {
             match frame::decode(Bytes::copy_from_slice(&body)) {
-                Ok(Message::Updates { head, lines }) => {
-                    let lines: Vec<&[u8]> = lines.iter().map(|l| &l[..]).collect();
-                    deliver(hub, (peer, link), epoch, head, &lines).await
-                }
+                Ok(Message::Updates { .. }) => unreachable!("updates frames are read above"),
                 Ok(Message::Ping(n)) => {
                     // A full pong queue means the writer is stuck; the idle
                     // timeout on the other end will deal with it.
