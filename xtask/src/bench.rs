@@ -10,8 +10,9 @@
 //! All three are up together, and the client-path loads run in rounds that
 //! visit each in turn, so every herd reading has a ceiling reading from the
 //! same few seconds (this machine's speed swings by a quarter for tens of
-//! seconds at a time). The bursts and the million clients follow, a herd at
-//! a time, with the nodes' flooding counters read around each stage.
+//! seconds at a time). The bursts follow, in rounds across the herds too;
+//! then the million clients, a herd at a time. The nodes' flooding counters
+//! are read around each stage.
 //!
 //! For each: IAMAT replies per second at Clark with 50 connections × 1 in
 //! flight and 10 × 32, with latency from write to reply; for the herds also
@@ -562,6 +563,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.against.is_some() {
         against_notes(&mut results);
     }
+    bursts(&rt, &mut running, &params, &args, &out, &mut results);
     for r in running {
         match r.process {
             Process::Herd(mut run) if r.failed => {
@@ -573,7 +575,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Process::Ceiling(mut ceiling) => results.notes.extend(ceiling.stop()),
             Process::Herd(run) => {
                 let pids = r.pids;
-                if let Err(e) = herd_tail(&rt, *run, &pids, &args, &out, &params, &mut results) {
+                if let Err(e) = herd_tail(&rt, *run, &pids, &params, &mut results) {
                     failed(&mut results, &r.config, &e);
                 }
             }
@@ -731,7 +733,7 @@ struct HerdRun {
     herd: Herd,
     nodes: Vec<(String, SocketAddr)>,
     row: HerdRow,
-    /// Its counters before the client-path loads.
+    /// Its counters when the stage being measured began.
     counters: Option<bench_procs::Counters>,
 }
 
@@ -1056,14 +1058,99 @@ fn start_herd(
     })
 }
 
-/// A herd's burst and million clients (after the client-path loads), then
-/// its links' losses and its stop.
+/// The bursts, in rounds like the client-path loads: each round sends one
+/// burst to every herd that is up in turn, starting one herd further along
+/// than the round before, so a drift of the machine's speed does not fall
+/// on one herd's bursts alone. The flooding counters are read around the
+/// stage (and so close the client-path stage).
+fn bursts(
+    rt: &Runtime,
+    running: &mut [Running],
+    params: &Params,
+    args: &BenchArgs,
+    out: &Path,
+    results: &mut Results,
+) {
+    let herds: Vec<usize> = (0..running.len())
+        .filter(|&i| !running[i].failed && matches!(running[i].process, Process::Herd(_)))
+        .collect();
+    if herds.is_empty() {
+        return;
+    }
+    println!(
+        "\n== bursts: {} round(s) of a {}-update burst per herd",
+        params.bursts, params.burst
+    );
+    let mut perfs = Vec::new();
+    for &i in &herds {
+        let r = &mut running[i];
+        let Process::Herd(run) = &mut r.process else {
+            continue;
+        };
+        flood(
+            &run.herd,
+            "client path",
+            &mut run.counters,
+            &mut run.row,
+            results,
+        );
+        let data = out.join(format!("perf-{}-burst.data", r.config));
+        perfs.push(Perf::start(args.perf, &r.pids, &data, None));
+        if args.perf {
+            results.profiles.push((data, r.pids.clone()));
+        }
+    }
+    for round in 0..params.bursts {
+        for k in 0..herds.len() {
+            let r = &mut running[herds[(round + k) % herds.len()]];
+            let Process::Herd(run) = &mut r.process else {
+                continue;
+            };
+            if r.failed || interrupted() {
+                continue;
+            }
+            let pids = &r.pids;
+            let cpu_now = || cpu_of(pids);
+            let burst = block(
+                rt,
+                propagate(
+                    run.nodes.clone(),
+                    run.herd.node(ENTRY).client,
+                    format!("{}-burst{round}", r.config),
+                    params.burst,
+                    params.samples,
+                    Duration::from_secs(60),
+                    &cpu_now,
+                ),
+            )
+            .and_then(|b| run.herd.check_alive().map(|()| b))
+            .with_context(|| format!("burst {} of {}", round + 1, params.bursts));
+            match burst {
+                Ok(b) => {
+                    report_propagation(&r.config, "burst", &b, results);
+                    run.row.bursts.push(b);
+                }
+                Err(e) => {
+                    failed(results, &r.config, &e);
+                    r.failed = true;
+                }
+            }
+        }
+    }
+    drop(perfs);
+    for &i in &herds {
+        if let Process::Herd(run) = &mut running[i].process {
+            flood(&run.herd, "burst", &mut run.counters, &mut run.row, results);
+        }
+    }
+}
+
+/// A herd's million clients and its memory (after the loads and the
+/// bursts), then its links' losses and its stop.
 fn herd_tail(
     rt: &Runtime,
     run: HerdRun,
     pids: &[(String, u32)],
-    args: &BenchArgs,
-    out: &Path,
     params: &Params,
     results: &mut Results,
 ) -> Result<()> {
@@ -1071,40 +1158,13 @@ fn herd_tail(
         mut herd,
         nodes,
         mut row,
-        counters: mut before,
+        counters: _,
     } = run;
     let name = row.config.clone();
     let entry = herd.node(ENTRY).client;
-    flood(&herd, "client path", &mut before, &mut row, results);
     let cpu_now = || cpu_of(pids);
-    println!("\n== herd on {name}: propagation and memory");
+    println!("\n== herd on {name}: memory");
     let outcome = (|| -> Result<()> {
-        let data = out.join(format!("perf-{name}-burst.data"));
-        let perf = Perf::start(args.perf, pids, &data, None);
-        if args.perf {
-            results.profiles.push((data, pids.to_vec()));
-        }
-        for i in 0..params.bursts {
-            let burst = block(
-                rt,
-                propagate(
-                    nodes.clone(),
-                    entry,
-                    format!("{name}-burst{i}"),
-                    params.burst,
-                    params.samples,
-                    Duration::from_secs(60),
-                    &cpu_now,
-                ),
-            );
-            let burst = burst.with_context(|| format!("burst {} of {}", i + 1, params.bursts))?;
-            report_propagation(&name, "burst", &burst, results);
-            row.bursts.push(burst);
-            herd.check_alive()?;
-        }
-        drop(perf);
-        flood(&herd, "burst", &mut before, &mut row, results);
-
         let limit = Duration::from_secs(60 + params.clients / 2_000);
         let stored = block(
             rt,
