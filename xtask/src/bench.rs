@@ -581,6 +581,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
     }
+    if args.against.is_some() {
+        burst_against_notes(&mut results);
+    }
     rt.shutdown_timeout(Duration::from_secs(2));
     if interrupted() {
         results.failures.push("interrupted".into());
@@ -696,6 +699,42 @@ fn against_notes(results: &mut Results) {
             row.depth,
             each.join(", "),
             mean
+        ));
+    }
+    for note in notes {
+        println!("{note}");
+        results.notes.push(note);
+    }
+}
+
+/// Notes each `--against` herd's burst rates over its base herd's, round by
+/// round (a round's two bursts went one after the other).
+fn burst_against_notes(results: &mut Results) {
+    let mut notes = Vec::new();
+    for row in &results.herds {
+        let Some(base) = row.config.strip_suffix(&format!("-{AGAINST}")) else {
+            continue;
+        };
+        let Some(base_row) = results.herds.iter().find(|h| h.config == base) else {
+            continue;
+        };
+        let ratios: Vec<f64> = row
+            .bursts
+            .iter()
+            .zip(&base_row.bursts)
+            .map(|(b, a)| b.rate() / a.rate().max(1e-9))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        notes.push(format!(
+            "{} bursts: rate over {base}'s in each round {} (median {:.2})",
+            row.config,
+            each.join(", "),
+            (sorted[(sorted.len() - 1) / 2] + sorted[sorted.len() / 2]) / 2.0
         ));
     }
     for note in notes {
