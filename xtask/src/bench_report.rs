@@ -604,7 +604,7 @@ fn throughput_plot(r: &Results, path: &Path) -> PlotResult {
     for h in &r.herds {
         if let Some(b) = h.bursts() {
             props.push((
-                format!("{} burst", h.config),
+                format!("{} burst (median)", h.config),
                 b.median.rate(),
                 colour_of(&h.config, 1),
             ));
