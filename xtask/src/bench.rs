@@ -66,8 +66,8 @@ pub struct BenchArgs {
     /// Updates in each propagation burst [default: 20000, quick 5000]
     #[arg(long, value_name = "N")]
     pub burst: Option<u64>,
-    /// Bursts sent to each herd, one after another; the burst figures are
-    /// their median [default: 5, quick 2]
+    /// Bursts sent to each herd, in rounds (one to each herd in turn); the
+    /// burst figures are their median [default: 5, quick 2]
     #[arg(long, value_name = "N")]
     pub bursts: Option<usize>,
     /// Seconds measured per load and configuration, over all rounds

@@ -139,10 +139,10 @@ pub fn markdown(r: &Results) -> String {
          *acknowledged* when Clark has answered them all, *visible* when each connection's last \
          update is answered by WHATSAT on all four other nodes (links are ordered, so the rest \
          precede it); then a random sample plus every connection's last update is checked on \
-         every node, lost = missing or different AT lines. Each herd takes its bursts one \
-         after another; its row shows the median burst (by rate; of an even number, the slower \
-         of the middle two) with the slowest and fastest rates, and lost / checked over all of \
-         them. Memory: VmRSS of each node once the stored clients are visible everywhere.\n\n",
+         every node, lost = missing or different AT lines. The bursts go in rounds, one to \
+         each herd in turn; a herd's row shows the median burst (by rate; of an even number, \
+         the slower of the middle two) with the slowest and fastest rates, and lost / checked \
+         over all of them. Memory: VmRSS of each node once the stored clients are visible everywhere.\n\n",
     );
     md.push_str("| configuration | updates | acknowledged | visible everywhere | updates/s | lost / checked |\n");
     md.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
