@@ -172,6 +172,40 @@ fn flooding(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    // A frame from a neighbour into a big table, as a link delivers it:
+    // each stored report it supersedes is most likely out of cache.
+    const KNOWN: u32 = 1_000_000;
+    const FRAME: usize = 256;
+    let big = Hub::new(2);
+    let from = big.attach("A", Head::default());
+    let _other = big.attach("B", Head::default());
+    for chunk in (0..KNOWN).collect::<Vec<_>>().chunks(4096) {
+        big.publish_all(
+            chunk.iter().map(|i| report(&format!("client-{i}"), 1)),
+            "A",
+            from.id,
+        );
+    }
+    let (mut at, mut nanos) = (0u32, 1u32);
+    c.bench_function(
+        "Hub::publish_all a frame of 256 newer reports (1M clients)",
+        |b| {
+            b.iter_batched(
+                || {
+                    nanos += 1;
+                    (0..FRAME)
+                        .map(|_| {
+                            // A stride that visits every client once per lap.
+                            at = (at + 7_919) % KNOWN;
+                            report(&format!("client-{at}"), nanos)
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |frame| big.publish_all(frame, "A", from.id),
+                BatchSize::SmallInput,
+            )
+        },
+    );
     let mut out = Vec::new();
     c.bench_function("Hub::read 1024 changes", |b| {
         let (peer, link) = &links[1];

@@ -128,7 +128,10 @@ impl Store {
     pub fn warm(&self, hashes: &[u64]) {
         for &hash in hashes {
             if let Some(report) = self.clients.find(hash, |_| true) {
-                std::hint::black_box(report.client().first());
+                // The bytes themselves, not their address: the comparison
+                // of client IDs is what waits on them.
+                let client = report.client();
+                std::hint::black_box((client.first().copied(), client.last().copied()));
             }
         }
     }
@@ -217,7 +220,7 @@ impl Store {
             }
             for report in batch.iter().flatten() {
                 let client = report.client();
-                std::hint::black_box((client.first(), client.last()));
+                std::hint::black_box((client.first().copied(), client.last().copied()));
             }
             for report in batch.into_iter().flatten() {
                 let hash = hasher.hash_one(report.client());
