@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::magic::RelativePathBuf;
+use figment::value::Value;
 use figment::Figment;
 use serde::Deserialize;
 
@@ -317,17 +318,12 @@ impl Config {
     /// Parses a TOML text as if it were a file at `path` (no environment).
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let raw: RawConfig = Figment::new()
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(|e| figment_problems(e, path))?;
+        let raw = extract(&Figment::new().merge(Toml::string(text)), path)?;
         Config::check(raw, Some(path), Some(dir))
     }
 
     fn from_figment(figment: Figment, path: Option<&Path>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment
-            .extract()
-            .map_err(|e| figment_problems(e, path.unwrap_or(Path::new("config"))))?;
+        let raw = extract(&figment, path.unwrap_or(Path::new("config")))?;
         Config::check(raw, path, None)
     }
 
@@ -551,6 +547,81 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// The raw configuration, or the problems reading it. serde stops at the
+/// first unknown key, so each one found is left out and the merged settings
+/// are read again: every unknown key is named, and then the first other
+/// problem, if any.
+fn extract(figment: &Figment, path: &Path) -> Result<RawConfig, ConfigError> {
+    let error = match figment.extract::<RawConfig>() {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    let mut unknown = unknown_key(&error);
+    let mut problems = figment_problems(error, path).problems;
+    let Ok(mut merged) = figment.extract::<Value>() else {
+        return Err(ConfigError { problems });
+    };
+    // Each pass leaves out one more key, so this ends; the bound is a
+    // guard for a key that could not be left out.
+    for _ in 0..64 {
+        let Some(key) = unknown.take() else { break };
+        if !remove(&mut merged, &key) {
+            break;
+        }
+        // Read through a figment, as the first time: path settings only
+        // deserialize there.
+        let again = Figment::from(Serialized::defaults(&merged)).extract::<RawConfig>();
+        let Err(next) = again else {
+            break;
+        };
+        unknown = unknown_key(&next);
+        // Where the setting came from (the file, or the environment).
+        let at = unknown.clone().unwrap_or_else(|| next.path.clone());
+        let mut next = next;
+        next.metadata = merged
+            .find_ref(&at.join("."))
+            .and_then(|v| figment.get_metadata(v.tag()))
+            .cloned();
+        problems.extend(figment_problems(next, path).problems);
+    }
+    Err(ConfigError { problems })
+}
+
+/// The path of the key `error` says is unknown, if that is what it says.
+fn unknown_key(error: &figment::Error) -> Option<Vec<String>> {
+    match (&error.kind, error.clone().count()) {
+        (figment::error::Kind::UnknownField(name, _), 1) => {
+            let mut key = error.path.clone();
+            if key.last() != Some(name) {
+                key.push(name.clone());
+            }
+            Some(key)
+        }
+        _ => None,
+    }
+}
+
+/// Leaves out the setting at `key` (a path of keys); whether it was there.
+fn remove(value: &mut Value, key: &[String]) -> bool {
+    let Some((last, parents)) = key.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for k in parents {
+        match at {
+            Value::Dict(_, dict) => match dict.get_mut(k) {
+                Some(v) => at = v,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    match at {
+        Value::Dict(_, dict) => dict.remove(last).is_some(),
+        _ => false,
+    }
+}
+
 fn figment_problems(error: figment::Error, path: &Path) -> ConfigError {
     let problems = error
         .into_iter()
@@ -651,6 +722,35 @@ neighbours = ["A"]
 
         let p = problems(&format!("{GOOD}\nbogus = 1\n"));
         assert!(p[0].contains("bogus"), "{p:?}");
+
+        // Every unknown key is named, each on its own line, not just the
+        // first serde meets.
+        let text = format!(
+            "bogus = 1\n{GOOD}clinet = \"x\"\n[limits]\nmax_lines = 10\n\
+             [peer]\nkeepalive_ms = 5\n"
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 4, "{p:?}");
+        for key in [
+            "bogus",
+            "nodes.B.clinet",
+            "limits.max_lines",
+            "peer.keepalive_ms",
+        ] {
+            assert!(
+                p.iter()
+                    .any(|l| l.starts_with("/etc/herd/herd.toml: ") && l.contains(key)),
+                "{key}: {p:?}"
+            );
+        }
+        // A wrong value met after an unknown key is named too.
+        let text = format!("bogus = 1\n{}", GOOD.replace("\"tcp\"", "\"udp\""));
+        let p = problems(&text);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("bogus") && p[1].contains("transport"),
+            "{p:?}"
+        );
 
         let p = problems(&GOOD.replace("127.0.0.1:1000", "nowhere"));
         assert!(p[0].contains("nodes.A.client"), "{p:?}");
