@@ -311,7 +311,7 @@ impl Config {
         }
         let figment = Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("HERD_").ignore(&["config"]).split("__"));
+            .merge(environment(file_node_names(path)));
         Config::from_figment(figment, Some(path))
     }
 
@@ -545,6 +545,38 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
         return None;
     }
     Some((host, port.parse().ok()?))
+}
+
+/// The names of the nodes in the file at `path` (none if it does not read).
+fn file_node_names(path: &Path) -> Vec<String> {
+    Figment::from(Toml::file_exact(path))
+        .extract_inner::<figment::value::Dict>("nodes")
+        .map(|nodes| nodes.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// `HERD_` variables, `__` for nesting. Keys are lower case, except that a
+/// node's name is spelt as the file spells it (`HERD_NODES__CLARK__CLIENT`
+/// sets `nodes.Clark.client`): variables are conventionally upper case, and
+/// node names are unique without regard to case.
+fn environment(nodes: Vec<String>) -> Env {
+    Env::prefixed("HERD_")
+        .ignore(&["config"])
+        .split("__")
+        .map(move |key| {
+            let mut parts: Vec<String> = key
+                .as_str()
+                .split('.')
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if parts.len() > 1 && parts[0] == "nodes" {
+                if let Some(name) = nodes.iter().find(|n| n.eq_ignore_ascii_case(&parts[1])) {
+                    parts[1] = name.clone();
+                }
+            }
+            parts.join(".").into()
+        })
+        .lowercase(false)
 }
 
 /// The raw configuration, or the problems reading it. serde stops at the

@@ -401,6 +401,34 @@ fn check_on_a_good_tcp_config_prints_a_summary() {
 }
 
 #[test]
+fn environment_variables_reach_a_node_whatever_the_case_of_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let clark = NodeSpec::new("Clark", &["Bona"]);
+    let bona = NodeSpec::new("Bona", &["Clark"]);
+    let config = write_config(dir.path(), &[&clark, &bona]);
+    let moved = common::port();
+    let out = herd(&["check", "--config", config.to_str().unwrap()])
+        .env("HERD_NODES__CLARK__CLIENT", format!("127.0.0.1:{moved}"))
+        .output()
+        .expect("herd runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("2 nodes"), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("Clark").contains(&format!("127.0.0.1:{moved}")),
+        "{stdout}"
+    );
+    assert!(line("Bona").contains(&bona.client.to_string()), "{stdout}");
+}
+
+#[test]
 fn running_an_unknown_node_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let clark = NodeSpec::new("Clark", &[]);
