@@ -593,8 +593,8 @@ fn extract(figment: &Figment, path: &Path) -> Result<RawConfig, ConfigError> {
     let Ok(mut merged) = figment.extract::<Value>() else {
         return Err(ConfigError { problems });
     };
-    // Each pass leaves out one more key, so this ends; the bound is a
-    // guard for a key that could not be left out.
+    // Each pass leaves out one more key or stops, so this ends; the bound
+    // caps how much one check prints.
     for _ in 0..64 {
         let Some(key) = unknown.take() else { break };
         if !remove(&mut merged, &key) {
