@@ -83,6 +83,14 @@ fn write_config(dir: &Path, nodes: &[&NodeSpec]) -> PathBuf {
     path
 }
 
+/// Clark and Bona, neighbours, in a config written to `dir`.
+fn clark_and_bona(dir: &Path) -> (NodeSpec, NodeSpec, PathBuf) {
+    let clark = NodeSpec::new("Clark", &["Bona"]);
+    let bona = NodeSpec::new("Bona", &["Clark"]);
+    let config = write_config(dir, &[&clark, &bona]);
+    (clark, bona, config)
+}
+
 /// A running `herd run`, killed if the test ends without stopping it.
 struct Running {
     name: &'static str,
@@ -274,9 +282,7 @@ fn a_node_serves_logs_and_exits_cleanly_on_sigterm() {
 #[test]
 fn two_nodes_share_a_location_and_both_stop_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let clark = NodeSpec::new("Clark", &["Bona"]);
-    let bona = NodeSpec::new("Bona", &["Clark"]);
-    let config = write_config(dir.path(), &[&clark, &bona]);
+    let (clark, bona, config) = clark_and_bona(dir.path());
     let mut clark_node = Running::start(dir.path(), &config, "Clark");
     let mut bona_node = Running::start(dir.path(), &config, "Bona");
     let mut at_clark = clark_node.connect(clark.client_addr());
@@ -380,9 +386,7 @@ fn check_reports_each_problem_on_its_own_line() {
 #[test]
 fn check_on_a_good_tcp_config_prints_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let clark = NodeSpec::new("Clark", &["Bona"]);
-    let bona = NodeSpec::new("Bona", &["Clark"]);
-    let config = write_config(dir.path(), &[&clark, &bona]);
+    let (clark, bona, config) = clark_and_bona(dir.path());
     let out = run(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -403,9 +407,7 @@ fn check_on_a_good_tcp_config_prints_a_summary() {
 #[test]
 fn environment_variables_reach_a_node_whatever_the_case_of_its_name() {
     let dir = tempfile::tempdir().unwrap();
-    let clark = NodeSpec::new("Clark", &["Bona"]);
-    let bona = NodeSpec::new("Bona", &["Clark"]);
-    let config = write_config(dir.path(), &[&clark, &bona]);
+    let (_, bona, config) = clark_and_bona(dir.path());
     let moved = common::port();
     let out = herd(&["check", "--config", config.to_str().unwrap()])
         .env("HERD_NODES__CLARK__CLIENT", format!("127.0.0.1:{moved}"))
