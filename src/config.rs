@@ -603,15 +603,14 @@ fn extract(figment: &Figment, path: &Path) -> Result<RawConfig, ConfigError> {
         // Read through a figment, as the first time: path settings only
         // deserialize there.
         let again = Figment::from(Serialized::defaults(&merged)).extract::<RawConfig>();
-        let Err(next) = again else {
+        let Err(mut next) = again else {
             break;
         };
         unknown = unknown_key(&next);
         // Where the setting came from (the file, or the environment).
-        let at = unknown.clone().unwrap_or_else(|| next.path.clone());
-        let mut next = next;
+        let at = unknown.as_ref().unwrap_or(&next.path).join(".");
         next.metadata = merged
-            .find_ref(&at.join("."))
+            .find_ref(&at)
             .and_then(|v| figment.get_metadata(v.tag()))
             .cloned();
         problems.extend(figment_problems(next, path).problems);

@@ -128,10 +128,7 @@ impl Store {
     pub fn warm(&self, hashes: &[u64]) {
         for &hash in hashes {
             if let Some(report) = self.clients.find(hash, |_| true) {
-                // The bytes themselves, not their address: the comparison
-                // of client IDs is what waits on them.
-                let client = report.client();
-                std::hint::black_box((client.first().copied(), client.last().copied()));
+                touch_client(report);
             }
         }
     }
@@ -219,8 +216,7 @@ impl Store {
                 break;
             }
             for report in batch.iter().flatten() {
-                let client = report.client();
-                std::hint::black_box((client.first().copied(), client.last().copied()));
+                touch_client(report);
             }
             for report in batch.into_iter().flatten() {
                 let hash = hasher.hash_one(report.client());
@@ -281,6 +277,14 @@ impl std::fmt::Debug for Store {
             .field("head", &self.head)
             .finish()
     }
+}
+
+/// Reads the first and last bytes of a stored report's client ID, so that
+/// they are in cache when it is hashed or compared. The bytes themselves,
+/// not their address: that would need no load.
+fn touch_client(report: &Report) {
+    let client = report.client();
+    std::hint::black_box((client.first().copied(), client.last().copied()));
 }
 
 #[cfg(test)]

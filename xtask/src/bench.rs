@@ -701,10 +701,7 @@ fn against_notes(results: &mut Results) {
             mean
         ));
     }
-    for note in notes {
-        println!("{note}");
-        results.notes.push(note);
-    }
+    print_notes(results, notes);
 }
 
 /// Notes each `--against` herd's burst rates over its base herd's, round by
@@ -737,6 +734,11 @@ fn burst_against_notes(results: &mut Results) {
             (sorted[(sorted.len() - 1) / 2] + sorted[sorted.len() / 2]) / 2.0
         ));
     }
+    print_notes(results, notes);
+}
+
+/// Prints notes and keeps them for the report.
+fn print_notes(results: &mut Results, notes: Vec<String>) {
     for note in notes {
         println!("{note}");
         results.notes.push(note);
