@@ -1,11 +1,12 @@
-//! Micro-benchmarks of the pure hot path: parsing a request, making and
-//! parsing an AT line, the newest-wins store and the flooding hub.
+//! Micro-benchmarks of the hot path: parsing a request, making and parsing
+//! an AT line, the newest-wins store, the flooding hub and the traffic log.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use herd::flood::{Head, Hub};
+use herd::logging::{self, Direction, Traffic};
 use herd::report::Report;
 use herd::request;
 use herd::store::Store;
@@ -216,5 +217,28 @@ fn flooding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parsing, formatting, storing, flooding);
+/// The traffic log as a node writes it, but into `/dev/null`: what a
+/// client's line and its reply cost the connection's task (formatting both
+/// into the shared buffer), with the writer thread running beside it.
+fn traffic_log(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/null", dir.path().join("Clark.log")).unwrap();
+    let _guard = logging::init(dir.path(), "Clark", false).unwrap();
+    let traffic = Traffic::new(
+        "Clark",
+        "127.0.0.1:54321".parse().unwrap(),
+        tracing::Span::none(),
+    );
+    let reply = report("kiwi.cs.ucla.edu", 959498503);
+    let mut reply = reply.line().to_vec();
+    reply.push(b'\n');
+    c.bench_function("Traffic::log an IAMAT and its AT reply", |b| {
+        b.iter(|| {
+            traffic.log(Direction::In, black_box(IAMAT));
+            traffic.log(Direction::Out, black_box(&reply));
+        })
+    });
+}
+
+criterion_group!(benches, parsing, formatting, storing, flooding, traffic_log);
 criterion_main!(benches);
