@@ -526,16 +526,33 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Bytes that `escape_ascii` leaves as they are (and JSON too).
-const PLAIN: [bool; 256] = {
-    let mut plain = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7f {
-        plain[b] = !matches!(b as u8, b'\\' | b'\'' | b'"');
-        b += 1;
+/// Whether `escape_ascii` leaves `b` as it is (and JSON too).
+fn is_plain(b: u8) -> bool {
+    // `&`, not `&&`: no branches, so a chunk's bytes are checked together.
+    (b.wrapping_sub(b' ') < 0x7f - b' ') & (b != b'\\') & (b != b'\'') & (b != b'"')
+}
+
+/// How many bytes `bytes` starts with that [`is_plain`]. Whole chunks are
+/// checked without a branch per byte, so the compiler checks each chunk's
+/// bytes together: most lines are plain up to their end.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const CHUNK: usize = 16;
+    let mut n = 0;
+    for chunk in bytes.chunks_exact(CHUNK) {
+        if chunk
+            .iter()
+            .fold(0u8, |bad, &b| bad | u8::from(!is_plain(b)))
+            != 0
+        {
+            break;
+        }
+        n += CHUNK;
     }
-    plain
-};
+    n + bytes[n..]
+        .iter()
+        .position(|&b| !is_plain(b))
+        .unwrap_or(bytes.len() - n)
+}
 
 /// Appends `bytes` as `<[u8]>::escape_ascii` displays them, and for `json`
 /// escaped again for the inside of a JSON string.
@@ -544,10 +561,7 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], json: bool) {
     let backslash: &[u8] = if json { b"\\\\" } else { b"\\" };
     let mut rest = bytes;
     loop {
-        let plain = rest
-            .iter()
-            .position(|&b| !PLAIN[b as usize])
-            .unwrap_or(rest.len());
+        let plain = plain_prefix(rest);
         out.extend_from_slice(&rest[..plain]);
         let Some(&b) = rest.get(plain) else {
             return;
@@ -779,6 +793,17 @@ mod tests {
             assert_eq!(escaped(&[b], true), json[1..json.len() - 1], "{b}");
         }
         assert_eq!(escaped(&all, false), all.escape_ascii().to_string());
+        // Each byte at each place of a line over two chunks long: the scan
+        // by chunks stops where a scan byte by byte would.
+        let plain = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1";
+        for at in 0..plain.len() {
+            for b in 0..=255_u8 {
+                let mut line = plain.to_vec();
+                line[at] = b;
+                let want = line.escape_ascii().to_string();
+                assert_eq!(escaped(&line, false), want, "{b} at {at}");
+            }
+        }
         let odd = b"a\x00b\"c\\d\te'f\r\n\xc3\xa9\x7f\xff end";
         assert_eq!(
             escaped(odd, false),
