@@ -309,10 +309,9 @@ impl Config {
                 path.display()
             )));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(environment(file_node_names(path)));
-        Config::from_figment(figment, Some(path))
+        let file = Figment::new().merge(Toml::file_exact(path));
+        let nodes = node_names(&file);
+        Config::from_figment(file.merge(environment(nodes)), Some(path))
     }
 
     /// Parses a TOML text as if it were a file at `path` (no environment).
@@ -547,9 +546,9 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-/// The names of the nodes in the file at `path` (none if it does not read).
-fn file_node_names(path: &Path) -> Vec<String> {
-    Figment::from(Toml::file_exact(path))
+/// The names of the nodes in `figment` (none if it does not read).
+fn node_names(figment: &Figment) -> Vec<String> {
+    figment
         .extract_inner::<figment::value::Dict>("nodes")
         .map(|nodes| nodes.into_keys().collect())
         .unwrap_or_default()
