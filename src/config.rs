@@ -65,14 +65,28 @@ struct RawConfig {
     nodes: BTreeMap<String, NodeConfig>,
 }
 
-/// How a node's async runtime is built.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How a node's async runtimes are built.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Worker threads; 0 means one per core. A node alone on a host wants
     /// every core; several nodes sharing a few cores do better with one
-    /// each (fewer threads waking each other).
+    /// each (fewer threads waking each other). The links to neighbours run
+    /// on as many threads again, of their own.
     pub workers: usize,
+    /// How much lower the CPU priority (nice value) of the links' threads
+    /// is than the clients' (0-19). A node short of CPU answers its clients
+    /// first and floods what they sent in fewer, fuller frames.
+    pub links_nice: u8,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            workers: 0,
+            links_nice: 10,
+        }
+    }
 }
 
 fn default_transport() -> TransportKind {
@@ -454,6 +468,9 @@ impl Config {
                 problem(format!("limits.{key}: must be at least 1"));
             }
         }
+        if raw.runtime.links_nice > 19 {
+            problem("runtime.links_nice: must be 0-19".into());
+        }
         let p = &raw.peer;
         if p.max_frame < 1024 {
             problem("peer.max_frame: must be at least 1024".into());
@@ -826,6 +843,17 @@ neighbours = ["A"]
         assert_eq!(c.runtime.workers, 1);
         let p = problems(&format!("{GOOD}\n[runtime]\nthreads = 1\n"));
         assert!(p[0].contains("threads"), "{p:?}");
+    }
+
+    #[test]
+    fn links_run_ten_nice_levels_below_clients_by_default() {
+        assert_eq!(load(GOOD).unwrap().runtime.links_nice, 10);
+        let c = load(&format!("{GOOD}\n[runtime]\nlinks_nice = 0\n")).unwrap();
+        assert_eq!(c.runtime.links_nice, 0);
+        let p = problems(&format!("{GOOD}\n[runtime]\nlinks_nice = 20\n"));
+        assert!(p[0].contains("runtime.links_nice: must be 0-19"), "{p:?}");
+        let p = problems(&format!("{GOOD}\n[runtime]\nlinks_nice = -1\n"));
+        assert!(p[0].contains("links_nice"), "{p:?}");
     }
 
     #[test]

@@ -94,23 +94,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match config.runtime.workers {
-                0 => tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build(),
-                n => tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(n)
-                    .enable_all()
-                    .build(),
-            };
-            let runtime = match runtime {
+            let runtimes = runtime(config.runtime.workers, "herd-worker", 0).and_then(|clients| {
+                let links = runtime(
+                    config.runtime.workers,
+                    "herd-links",
+                    config.runtime.links_nice,
+                )?;
+                Ok((clients, links))
+            });
+            let (runtime, links) = match runtimes {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config, node)) {
+            match runtime.block_on(run(config, node, links.handle().clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -122,7 +121,46 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, node: String) -> anyhow::Result<()> {
+/// A runtime of `workers` threads (0: one per core) named `name`, each
+/// running `nice` levels below the process.
+fn runtime(workers: usize, name: &str, nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    if nice > 0 {
+        builder.on_thread_start(move || lower_priority(nice));
+    }
+    builder.thread_name(name).enable_all().build()
+}
+
+/// Lowers the calling thread's CPU priority by `nice` levels. On Linux a
+/// nice value belongs to a thread, so the process's other threads keep
+/// theirs; elsewhere it would be the whole process's, so it is left alone.
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: nice(2) only changes the calling thread's priority; errno
+        // is cleared first, since -1 is also a valid result.
+        let failed = unsafe {
+            *libc::__errno_location() = 0;
+            libc::nice(i32::from(nice)) == -1 && *libc::__errno_location() != 0
+        };
+        if failed {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            let e = std::io::Error::last_os_error();
+            WARNED.call_once(|| tracing::warn!("links keep the clients' CPU priority: nice: {e}"));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::info!("links keep the clients' CPU priority off Linux"));
+    }
+}
+
+async fn run(config: Config, node: String, links: tokio::runtime::Handle) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Signals first: a SIGTERM during start-up must stop the node cleanly,
     // not kill it.
@@ -132,7 +170,7 @@ async fn run(config: Config, node: String) -> anyhow::Result<()> {
     // Places data is loaded before the client port opens, so a client that
     // can connect is served at once.
     let places = herd::places::from_config(&config.places)?;
-    let bound = BoundNode::bind(&config, &node).await?;
+    let bound = BoundNode::bind_with_links(&config, &node, links).await?;
     let running = bound.start_with(Arc::new(config), places);
     tracing::info!(
         client = %running.client_addr(),

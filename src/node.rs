@@ -4,12 +4,17 @@
 //! Binding and starting are separate so that tests (and tools) can bind
 //! every node on port 0 first, learn the real addresses, and only then start
 //! nodes that dial each other.
+//!
+//! The links may run on a runtime of their own (`herd run` gives them one
+//! whose threads have a lower CPU priority): their transport is bound and
+//! driven there, and only the store they share with the clients crosses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -54,11 +59,23 @@ pub struct BoundNode {
     client: TcpListener,
     admin: Option<TcpListener>,
     transport: AnyTransport,
+    links: Handle,
 }
 
 impl BoundNode {
-    /// Binds `name`'s client listener and peer transport as `config` says.
+    /// Binds `name`'s client listener and peer transport as `config` says;
+    /// the links will run on the current runtime.
     pub async fn bind(config: &Config, name: &str) -> Result<BoundNode, NodeError> {
+        BoundNode::bind_with_links(config, name, Handle::current()).await
+    }
+
+    /// Like [`BoundNode::bind`], with the peer transport bound on `links`,
+    /// where the links will run.
+    pub async fn bind_with_links(
+        config: &Config,
+        name: &str,
+        links: Handle,
+    ) -> Result<BoundNode, NodeError> {
         let node = config.node(name)?;
         let client = listen(node.client).map_err(|source| NodeError::ClientListen {
             node: name.to_string(),
@@ -76,18 +93,26 @@ impl BoundNode {
                 })?),
                 None => None,
             };
-        let transport =
-            AnyTransport::bind(config, name)
-                .await
-                .map_err(|source| NodeError::Transport {
-                    node: name.to_string(),
-                    source,
-                })?;
+        let bind = {
+            let (config, name) = (config.clone(), name.to_string());
+            links.spawn(async move { AnyTransport::bind(&config, &name).await })
+        };
+        let transport = match bind.await {
+            Ok(bound) => bound,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The links' runtime is shutting down.
+            Err(_) => Err(TransportError::Closed),
+        }
+        .map_err(|source| NodeError::Transport {
+            node: name.to_string(),
+            source,
+        })?;
         Ok(BoundNode {
             name: name.to_string(),
             client,
             admin,
             transport,
+            links,
         })
     }
 
@@ -158,7 +183,7 @@ impl BoundNode {
                 .instrument(span.clone()),
             );
         }
-        tasks.spawn(
+        tasks.spawn_on(
             peer::run(
                 transport.clone(),
                 hub.clone(),
@@ -167,6 +192,7 @@ impl BoundNode {
                 shutdown.child_token(),
             )
             .instrument(span.clone()),
+            &self.links,
         );
         span.in_scope(|| tracing::info!(client = %client_addr, peer = %peer_addr, "node up"));
         RunningNode {

@@ -100,8 +100,18 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path, config: &Path, name: &'static str) -> Running {
+        Running::start_with_env(dir, config, name, &[])
+    }
+
+    fn start_with_env(
+        dir: &Path,
+        config: &Path,
+        name: &'static str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let stderr = dir.join(format!("{name}.stderr"));
         let child = herd(&["run", name, "--config", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -112,6 +122,10 @@ impl Running {
             child: Some(child),
             stderr,
         }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
     }
 
     fn stderr(&self) -> String {
@@ -428,6 +442,62 @@ fn environment_variables_reach_a_node_whatever_the_case_of_its_name() {
         "{stdout}"
     );
     assert!(line("Bona").contains(&bona.client.to_string()), "{stdout}");
+}
+
+/// The nice value of each of `pid`'s threads, by thread name.
+#[cfg(target_os = "linux")]
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        threads.push((name.trim().to_string(), stat_nice(&stat)));
+    }
+    threads
+}
+
+/// The nice value in a `/proc/.../stat` line (its 19th field; the name in
+/// parentheses may hold spaces).
+#[cfg(target_os = "linux")]
+fn stat_nice(stat: &str) -> i64 {
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn links_run_on_threads_of_their_own_at_a_lower_priority() {
+    let own = stat_nice(&std::fs::read_to_string("/proc/self/stat").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clark = NodeSpec::new("Clark", &[]);
+    let config = write_config(dir.path(), &[&clark]);
+    for (env, lower) in [(None, 10), (Some("3"), 3), (Some("0"), 0)] {
+        let env: Vec<(&str, &str)> = env
+            .map(|n| ("HERD_RUNTIME__LINKS_NICE", n))
+            .into_iter()
+            .collect();
+        let mut node = Running::start_with_env(dir.path(), &config, "Clark", &env);
+        // Serving clients: both runtimes are built.
+        node.connect(clark.client_addr());
+        let threads = thread_nice_values(node.pid());
+        let of = |name: &str| -> Vec<i64> {
+            threads
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let (links, workers) = (of("herd-links"), of("herd-worker"));
+        assert!(
+            !links.is_empty() && !workers.is_empty(),
+            "{env:?}: {threads:?}"
+        );
+        let expected = (own + lower).min(19);
+        assert!(links.iter().all(|&n| n == expected), "{env:?}: {threads:?}");
+        assert!(workers.iter().all(|&n| n == own), "{env:?}: {threads:?}");
+        assert_eq!(node.terminate(Duration::from_secs(10)).code(), Some(0));
+    }
 }
 
 #[test]
