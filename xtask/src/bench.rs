@@ -196,6 +196,9 @@ pub struct LoadRow {
     pub rounds: Vec<f64>,
     /// CPU used meanwhile, in cores, per process.
     pub cpu: Vec<(String, f64)>,
+    /// For a herd, in each round: milliseconds from the load's last reply
+    /// until the four other nodes held every connection's last update.
+    pub caught_up_ms: Vec<f64>,
 }
 
 /// A burst of distinct updates sent to Clark and watched arrive elsewhere.
@@ -805,6 +808,7 @@ struct Sum {
     /// Core-seconds per process, and the wall time they were read over.
     cpu: Vec<(String, f64)>,
     wall: f64,
+    caught_up_ms: Vec<f64>,
 }
 
 /// The client-path loads, in rounds. Each round gives every configuration
@@ -869,9 +873,17 @@ fn client_path(
                 let cpu = cores(&before, &cpu_of(&r.pids), wall);
                 drop(perf);
                 let result = result
-                    .and_then(|res| r.check_alive().map(|()| res))
+                    .and_then(|res| {
+                        let caught_up = match &r.process {
+                            Process::Herd(run) => {
+                                Some(block(rt, caught_up(&run.nodes, &res, t + wall))?)
+                            }
+                            Process::Ceiling(_) => None,
+                        };
+                        r.check_alive().map(|()| (res, caught_up))
+                    })
                     .with_context(|| format!("{conns}×{depth} load, round {}", round + 1));
-                let res = match result {
+                let (res, caught_up) = match result {
                     Ok(res) => res,
                     Err(e) => {
                         failed(results, &r.config, &e);
@@ -888,6 +900,8 @@ fn client_path(
                 );
                 let sum = &mut sums[i][l];
                 sum.rounds.push(res.rate());
+                sum.caught_up_ms
+                    .extend(caught_up.map(|d| d.as_secs_f64() * 1e3));
                 if sum.cpu.is_empty() {
                     sum.cpu = cpu.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
                 }
@@ -927,9 +941,34 @@ fn client_path(
                 result: Some(result),
                 rounds: sum.rounds,
                 cpu: sum.cpu.into_iter().map(|(n, s)| (n, s / wall)).collect(),
+                caught_up_ms: sum.caught_up_ms,
             });
         }
     }
+}
+
+/// How long after `ended`, a load's last reply, the herd's other nodes held
+/// each connection's last update (polled every millisecond).
+async fn caught_up(
+    nodes: &[(String, SocketAddr)],
+    load: &LoadResult,
+    ended: Instant,
+) -> Result<Duration> {
+    let deadline = ended + Duration::from_secs(30);
+    let mut waits = JoinSet::new();
+    for (name, addr) in nodes.iter().filter(|(name, _)| name != ENTRY) {
+        let (name, addr, lines) = (name.clone(), *addr, load.last.clone());
+        waits.spawn(async move {
+            loadgen::wait_lines(addr, &lines, Duration::from_millis(1), deadline)
+                .await
+                .with_context(|| format!("{name} catching up"))
+        });
+    }
+    let mut last = ended;
+    while let Some(seen) = waits.join_next().await {
+        last = last.max(seen??);
+    }
+    Ok(last - ended)
 }
 
 fn print_load(config: &str, conns: usize, depth: usize, r: &LoadResult, ceiling: Option<f64>) {
@@ -1518,6 +1557,7 @@ mod tests {
             result,
             rounds: rounds.iter().map(|&r| r as f64).collect(),
             cpu: Vec::new(),
+            caught_up_ms: Vec::new(),
         }
     }
 

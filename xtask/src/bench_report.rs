@@ -88,7 +88,9 @@ pub fn markdown(r: &Results) -> String {
          each load in turn for {:.2} s after {:.2} s of warm-up, starting one configuration \
          further along each round, so all of them see the same drifts of the machine's speed. \
          Rates are over all rounds; *per round* is the lowest and highest share of the \
-         ceiling's rate in the same round.\n",
+         ceiling's rate in the same round. *Others caught up*: after each round's load, the \
+         time from its last reply until the four other nodes held every connection's last \
+         update (WHATSAT every millisecond), the longest of the rounds.\n",
         git_commit().unwrap_or_else(|| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         p.rounds,
@@ -98,9 +100,9 @@ pub fn markdown(r: &Results) -> String {
 
     md.push_str("## Client path at Clark\n\n");
     md.push_str(
-        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling | per round |\n",
+        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling | per round | others caught up |\n",
     );
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for row in &r.loads {
         let Some(res) = &row.result else { continue };
         let share = match r.ceiling_rate(row.conns, row.depth) {
@@ -119,9 +121,13 @@ pub fn markdown(r: &Results) -> String {
             (Some(lo), Some(hi)) => format!("{:.0}–{:.0}%", 100.0 * lo, 100.0 * hi),
             _ => String::new(),
         };
+        let caught_up = match row.caught_up_ms.iter().copied().reduce(f64::max) {
+            Some(ms) => format!("{ms:.0} ms"),
+            None => String::new(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {}×{} | {} | {} | {} | {} | {} |",
+            "| {} | {}×{} | {} | {} | {} | {} | {} | {} |",
             row.config,
             row.conns,
             row.depth,
@@ -129,7 +135,8 @@ pub fn markdown(r: &Results) -> String {
             micros(res.quantile_ns(0.5)),
             micros(res.quantile_ns(0.99)),
             share,
-            per_round
+            per_round,
+            caught_up
         );
     }
 

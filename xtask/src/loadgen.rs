@@ -304,6 +304,9 @@ pub struct LoadResult {
     /// Replies that were not the expected AT line.
     pub bad: u64,
     pub first_bad: Option<String>,
+    /// Each connection's last update: its client ID and the AT line that
+    /// answered it (of the last measurement absorbed).
+    pub last: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl LoadResult {
@@ -323,6 +326,7 @@ impl LoadResult {
         self.first_bad = self.first_bad.take().or(other.first_bad);
         self.latencies_ns.extend(other.latencies_ns);
         self.latencies_ns.sort_unstable();
+        self.last = other.last;
     }
 
     /// The `q` quantile (0..=1) of latency, nanoseconds.
@@ -359,6 +363,7 @@ pub async fn closed_loop(spec: LoadSpec) -> Result<LoadResult> {
                 total.bad += part.bad;
                 total.first_bad = total.first_bad.or(part.first_bad);
                 total.latencies_ns.extend(part.latencies_ns);
+                total.last.extend(part.last);
             }
             Err(e) => {
                 failure.get_or_insert(e);
@@ -443,6 +448,11 @@ async fn load_conn(
                 result
                     .latencies_ns
                     .push(got.duration_since(sent.at).as_nanos() as u64);
+            }
+            // Sending has stopped: the last of these replies is the
+            // connection's last (only these few are copied).
+            if got >= until {
+                result.last = vec![(ids[sent.index as usize].clone(), line.to_vec())];
             }
         }
     }
@@ -670,6 +680,43 @@ pub async fn wait_visible(
         if waiting.is_empty() && announced == expect {
             return Ok(seen_at);
         }
+    }
+}
+
+/// Polls `node` with WHATSAT every `poll` until it holds each of `lines`
+/// (client ID, AT line): an older line there is not there yet. Returns
+/// when the last was seen.
+pub async fn wait_lines(
+    node: SocketAddr,
+    lines: &[(Vec<u8>, Vec<u8>)],
+    poll: Duration,
+    deadline: Instant,
+) -> Result<Instant> {
+    let mut conn = Conn::connect(node).await?;
+    let mut waiting: Vec<&(Vec<u8>, Vec<u8>)> = lines.iter().collect();
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let ids: Vec<&[u8]> = waiting.iter().map(|(id, _)| id.as_slice()).collect();
+        let held = conn.whatsat_many(&ids).await?;
+        let seen_at = Instant::now();
+        waiting = waiting
+            .into_iter()
+            .zip(held)
+            .filter(|((_, line), held)| held.as_deref() != Some(line.as_slice()))
+            .map(|(want, _)| want)
+            .collect();
+        if waiting.is_empty() {
+            return Ok(seen_at);
+        }
+        if seen_at > deadline {
+            bail!(
+                "{} of {} last updates still missing at {node} when the time ran out",
+                waiting.len(),
+                lines.len()
+            );
+        }
+        tick.tick().await;
     }
 }
 
