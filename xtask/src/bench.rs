@@ -871,7 +871,9 @@ fn client_path(
                 let result = block(rt, loadgen::closed_loop(spec));
                 let wall = t.elapsed();
                 let cpu = cores(&before, &cpu_of(&r.pids), wall);
-                drop(perf);
+                // A profile goes on through the catch-up below: stopping
+                // perf first (it writes out its data) would hold the
+                // polling back and make the lag read longer than it is.
                 let result = result
                     .and_then(|res| {
                         let caught_up = match &r.process {
@@ -883,6 +885,7 @@ fn client_path(
                         r.check_alive().map(|()| (res, caught_up))
                     })
                     .with_context(|| format!("{conns}×{depth} load, round {}", round + 1));
+                drop(perf);
                 let (res, caught_up) = match result {
                     Ok(res) => res,
                     Err(e) => {
