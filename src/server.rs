@@ -68,8 +68,9 @@ pub async fn run(
         // around every poll of a task that wakes once per request.
         let span = tracing::info_span!("client", %addr);
         connections.spawn(async move {
-            if client::serve(svc.clone(), &mut stream, addr, stop, span.clone()).await == End::Drain
-            {
+            let (mut reader, mut writer) = stream.split();
+            let halves = (&mut reader, &mut writer);
+            if client::serve(svc.clone(), halves, addr, stop, span.clone()).await == End::Drain {
                 linger(&mut stream).await;
             }
             svc.hub.metrics().client_connections.dec();

@@ -136,9 +136,10 @@ fn serve(input: Vec<u8>, cuts: Vec<usize>) -> Vec<u8> {
         let (mut near, mut far) = tokio::io::duplex(1 << 16);
         let addr = SocketAddr::from(([127, 0, 0, 1], 5555));
         let node = tokio::spawn(async move {
+            let (mut reader, mut writer) = tokio::io::split(&mut far);
             client::serve(
                 svc,
-                &mut far,
+                (&mut reader, &mut writer),
                 addr,
                 CancellationToken::new(),
                 tracing::Span::none(),
