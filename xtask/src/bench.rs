@@ -71,11 +71,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub bursts: Option<usize>,
     /// Seconds measured per load and configuration, over all rounds
-    /// [default: 5, quick 1.5]
+    /// [default: 10, quick 1.5]
     #[arg(long, value_name = "SECS")]
     pub seconds: Option<f64>,
     /// Rounds the client-path loads are measured in; each round loads every
-    /// configuration in turn [default: 5, quick 2]
+    /// configuration in turn [default: 10, quick 2]
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
     /// Where results go [default: target/bench]
@@ -158,14 +158,14 @@ impl Params {
     fn from_args(args: &BenchArgs) -> Params {
         let quick = args.quick;
         let measure = args.seconds.filter(|s| s.is_finite() && *s > 0.0).map_or(
-            Duration::from_millis(if quick { 1500 } else { 5000 }),
+            Duration::from_millis(if quick { 1500 } else { 10_000 }),
             Duration::from_secs_f64,
         );
         Params {
             quick,
             warmup: Duration::from_millis(500),
             measure,
-            rounds: args.rounds.unwrap_or(if quick { 2 } else { 5 }).max(1),
+            rounds: args.rounds.unwrap_or(if quick { 2 } else { 10 }).max(1),
             burst: args
                 .burst
                 .unwrap_or(if quick { 5_000 } else { TARGET_BURST })
@@ -340,6 +340,12 @@ impl Results {
         self.round_ratios(config, CEILING, conns, depth)
     }
 
+    /// The mean of `config`'s per-round shares of the ceiling under a load,
+    /// with its 95% interval (see [`mean_interval`]).
+    pub fn share_interval(&self, config: &str, conns: usize, depth: usize) -> Option<Interval> {
+        mean_interval(&self.round_shares(config, conns, depth))
+    }
+
     /// `config`'s rate over `base`'s in each round of a load.
     pub fn round_ratios(&self, config: &str, base: &str, conns: usize, depth: usize) -> Vec<f64> {
         let rounds = |config| {
@@ -355,6 +361,50 @@ impl Results {
             .map(|(r, c)| r / c)
             .collect()
     }
+}
+
+/// A mean and its 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Interval {
+    /// Whether `x` lies inside: a run whose interval holds a target cannot
+    /// tell whether the herd meets it.
+    pub fn holds(&self, x: f64) -> bool {
+        self.low <= x && x <= self.high
+    }
+}
+
+/// Student's t at 97.5% for 1 to 30 degrees of freedom.
+const T_975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// The mean of `xs` with its 95% confidence interval (Student's t, the
+/// samples taken as independent); None for fewer than two samples. The
+/// rounds of a load are such samples: each pairs a herd's rate with the
+/// ceiling's, seconds apart, so the machine's slower drifts cancel, and
+/// what is left varies from round to round.
+pub fn mean_interval(xs: &[f64]) -> Option<Interval> {
+    let n = xs.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = T_975.get(n - 2).copied().unwrap_or(1.96);
+    let half = t * (var / n as f64).sqrt();
+    Some(Interval {
+        mean,
+        low: mean - half,
+        high: mean + half,
+    })
 }
 
 /// The ceiling's configuration name.
@@ -1610,6 +1660,29 @@ mod tests {
             results.round_ratios("tcp-against", "tcp", 50, 1),
             vec![0.5, 1.5]
         );
+    }
+
+    #[test]
+    fn a_mean_comes_with_its_student_t_interval() {
+        assert_eq!(mean_interval(&[]), None);
+        assert_eq!(mean_interval(&[0.7]), None);
+        // Mean 0.7, sample standard deviation 0.1, five samples: t(4) =
+        // 2.776, so the half-width is 2.776 * 0.1 / sqrt(5).
+        let i = mean_interval(&[0.6, 0.65, 0.7, 0.75, 0.8]).unwrap();
+        let sd = (0.025f64 / 4.0).sqrt();
+        let half = 2.776 * sd / 5f64.sqrt();
+        assert!((i.mean - 0.7).abs() < 1e-12, "{i:?}");
+        assert!((i.high - i.mean - half).abs() < 1e-12, "{i:?}");
+        assert!((i.mean - i.low - half).abs() < 1e-12, "{i:?}");
+        assert!(i.holds(0.75) && !i.holds(0.8), "{i:?}");
+        // Identical samples: no spread, no width.
+        let i = mean_interval(&[0.5, 0.5, 0.5]).unwrap();
+        assert_eq!((i.low, i.high), (0.5, 0.5));
+        // Past the table, the normal distribution's 1.96.
+        let many: Vec<f64> = (0..40).map(|k| f64::from(k % 2)).collect();
+        let i = mean_interval(&many).unwrap();
+        let half = 1.96 * (10.0f64 / 39.0 / 40.0).sqrt();
+        assert!((i.high - 0.5 - half).abs() < 1e-12, "{i:?}");
     }
 
     fn burst(millis: u64, clark_cores: f64) -> Propagation {

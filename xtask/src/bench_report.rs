@@ -88,7 +88,8 @@ pub fn markdown(r: &Results) -> String {
          each load in turn for {:.2} s after {:.2} s of warm-up, starting one configuration \
          further along each round, so all of them see the same drifts of the machine's speed. \
          Rates are over all rounds; *per round* is the lowest and highest share of the \
-         ceiling's rate in the same round. *Others caught up*: after each round's load, the \
+         ceiling's rate in the same round, and *rounds' mean* the mean of those shares with \
+         its 95% interval (Student's t): how far this run's share can be trusted. *Others caught up*: after each round's load, the \
          time from its last reply until the four other nodes held every connection's last \
          update (WHATSAT every millisecond), the longest of the rounds.\n",
         git_commit().unwrap_or_else(|| "?".into()),
@@ -100,9 +101,9 @@ pub fn markdown(r: &Results) -> String {
 
     md.push_str("## Client path at Clark\n\n");
     md.push_str(
-        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling | per round | others caught up |\n",
+        "| configuration | connections × in flight | replies/s | p50 | p99 | share of ceiling | per round | rounds' mean (95%) | others caught up |\n",
     );
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for row in &r.loads {
         let Some(res) = &row.result else { continue };
         let share = match r.ceiling_rate(row.conns, row.depth) {
@@ -121,13 +122,22 @@ pub fn markdown(r: &Results) -> String {
             (Some(lo), Some(hi)) => format!("{:.0}–{:.0}%", 100.0 * lo, 100.0 * hi),
             _ => String::new(),
         };
+        let mean = match crate::bench::mean_interval(&shares) {
+            Some(i) => format!(
+                "{:.0}% ({:.0}–{:.0}%)",
+                100.0 * i.mean,
+                100.0 * i.low,
+                100.0 * i.high
+            ),
+            None => String::new(),
+        };
         let caught_up = match row.caught_up_ms.iter().copied().reduce(f64::max) {
             Some(ms) => format!("{ms:.0} ms"),
             None => String::new(),
         };
         let _ = writeln!(
             md,
-            "| {} | {}×{} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {}×{} | {} | {} | {} | {} | {} | {} | {} |",
             row.config,
             row.conns,
             row.depth,
@@ -136,6 +146,7 @@ pub fn markdown(r: &Results) -> String {
             micros(res.quantile_ns(0.99)),
             share,
             per_round,
+            mean,
             caught_up
         );
     }
@@ -316,7 +327,19 @@ pub fn markdown(r: &Results) -> String {
         let cell = match (rate, r.ceiling_rate(c0, d0)) {
             (Some(rate), Some(ceiling)) if ceiling > 0.0 => {
                 let share = rate / ceiling;
-                format!("{:.0}% {}", share * 100.0, verdict(share >= target))
+                let mut cell = format!("{:.0}% {}", share * 100.0, verdict(share >= target));
+                if let Some(i) = r
+                    .share_interval(&h.config, c0, d0)
+                    .filter(|i| i.holds(target))
+                {
+                    let _ = write!(
+                        cell,
+                        " (rounds' 95% interval {:.0}–{:.0}% holds the target: this run cannot tell)",
+                        i.low * 100.0,
+                        i.high * 100.0
+                    );
+                }
+                cell
             }
             _ => "not measured".into(),
         };
@@ -337,11 +360,17 @@ pub fn markdown(r: &Results) -> String {
                 } else {
                     format!(", {} updates", thousands(b.median.total as f64))
                 };
+                let over = h
+                    .bursts
+                    .iter()
+                    .filter(|p| p.rate() >= TARGET_BURST_RATE)
+                    .count();
                 format!(
-                    "{}/s (median of {}{size}) {}",
+                    "{}/s (median of {}{size}) {}, {over} of {} bursts at or over it",
                     thousands(b.median.rate()),
                     b.count,
-                    verdict(b.median.rate() >= TARGET_BURST_RATE)
+                    verdict(b.median.rate() >= TARGET_BURST_RATE),
+                    b.count
                 )
             }
             None => "not measured".into(),
