@@ -743,15 +743,20 @@ fn against_notes(results: &mut Results) {
         if ratios.is_empty() {
             continue;
         }
-        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let mean = match mean_interval(&ratios) {
+            Some(i) => format!(
+                "mean {:.2}, 95% interval {:.2}–{:.2}",
+                i.mean, i.low, i.high
+            ),
+            None => format!("mean {:.2}", ratios[0]),
+        };
         let each: Vec<String> = ratios.iter().map(|r| format!("{:.2}", r)).collect();
         notes.push(format!(
-            "{} {}×{}: rate over {base}'s in each round {} (mean {:.2})",
+            "{} {}×{}: rate over {base}'s in each round {} ({mean})",
             row.config,
             row.conns,
             row.depth,
             each.join(", "),
-            mean
         ));
     }
     print_notes(results, notes);
