@@ -340,12 +340,6 @@ impl Results {
         self.round_ratios(config, CEILING, conns, depth)
     }
 
-    /// The mean of `config`'s per-round shares of the ceiling under a load,
-    /// with its 95% interval (see [`mean_interval`]).
-    pub fn share_interval(&self, config: &str, conns: usize, depth: usize) -> Option<Interval> {
-        mean_interval(&self.round_shares(config, conns, depth))
-    }
-
     /// `config`'s rate over `base`'s in each round of a load.
     pub fn round_ratios(&self, config: &str, base: &str, conns: usize, depth: usize) -> Vec<f64> {
         let rounds = |config| {

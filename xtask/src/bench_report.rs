@@ -8,8 +8,8 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use crate::bench::{
-    HerdRow, Propagation, Results, LOADS, TARGET_BURST, TARGET_BURST_RATE, TARGET_CLIENTS,
-    TARGET_RSS_BYTES, TARGET_SHARE_QUIC, TARGET_SHARE_TCP,
+    mean_interval, HerdRow, Propagation, Results, LOADS, TARGET_BURST, TARGET_BURST_RATE,
+    TARGET_CLIENTS, TARGET_RSS_BYTES, TARGET_SHARE_QUIC, TARGET_SHARE_TCP,
 };
 use crate::bench_procs::TOPOLOGY;
 
@@ -122,7 +122,7 @@ pub fn markdown(r: &Results) -> String {
             (Some(lo), Some(hi)) => format!("{:.0}–{:.0}%", 100.0 * lo, 100.0 * hi),
             _ => String::new(),
         };
-        let mean = match crate::bench::mean_interval(&shares) {
+        let mean = match mean_interval(&shares) {
             Some(i) => format!(
                 "{:.0}% ({:.0}–{:.0}%)",
                 100.0 * i.mean,
@@ -328,10 +328,8 @@ pub fn markdown(r: &Results) -> String {
             (Some(rate), Some(ceiling)) if ceiling > 0.0 => {
                 let share = rate / ceiling;
                 let mut cell = format!("{:.0}% {}", share * 100.0, verdict(share >= target));
-                if let Some(i) = r
-                    .share_interval(&h.config, c0, d0)
-                    .filter(|i| i.holds(target))
-                {
+                let shares = r.round_shares(&h.config, c0, d0);
+                if let Some(i) = mean_interval(&shares).filter(|i| i.holds(target)) {
                     let _ = write!(
                         cell,
                         " (rounds' 95% interval {:.0}–{:.0}% holds the target: this run cannot tell)",
