@@ -81,6 +81,21 @@ fn storing(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The benchmark's 50×1 load: 50 connections, 64 clients each, in turn.
+    let mut few = Store::new();
+    for client in &clients[..3200] {
+        few.offer(report(client, 1));
+    }
+    c.bench_function("Store::offer newer, known client (3,200 clients)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                report(&clients[n as usize % 3200], n)
+            },
+            |r| few.offer(r),
+            BatchSize::SmallInput,
+        )
+    });
     let stale = report(&clients[7], 0);
     c.bench_function("Store::offer stale, known client (100k clients)", |b| {
         b.iter(|| store.offer(stale.clone()))
