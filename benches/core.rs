@@ -71,16 +71,7 @@ fn storing(c: &mut Criterion) {
         store.offer(report(client, 1));
     }
     let mut n = 1;
-    c.bench_function("Store::offer newer, known client (100k clients)", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                report(&clients[n as usize % clients.len()], n)
-            },
-            |r| store.offer(r),
-            BatchSize::SmallInput,
-        )
-    });
+    offer_newer(c, "100k clients", &mut store, &clients, &mut n);
     // The table under `cargo xtask bench`'s 50×1 load: 50 connections,
     // 64 clients each, updated in turn.
     let few = &clients[..50 * 64];
@@ -88,16 +79,7 @@ fn storing(c: &mut Criterion) {
     for client in few {
         small.offer(report(client, 1));
     }
-    c.bench_function("Store::offer newer, known client (3,200 clients)", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                report(&few[n as usize % few.len()], n)
-            },
-            |r| small.offer(r),
-            BatchSize::SmallInput,
-        )
-    });
+    offer_newer(c, "3,200 clients", &mut small, few, &mut n);
     let stale = report(&clients[7], 0);
     c.bench_function("Store::offer stale, known client (100k clients)", |b| {
         b.iter(|| store.offer(stale.clone()))
@@ -142,6 +124,24 @@ fn storing(c: &mut Criterion) {
         b.iter(|| store.get(black_box(b"client-99999")).is_some())
     });
     growing_past(c, 917_504);
+}
+
+/// Offers `store`, which holds every one of `clients`, a newer report for
+/// each client in turn; `n` numbers the reports, across benchmarks.
+fn offer_newer(c: &mut Criterion, table: &str, store: &mut Store, clients: &[String], n: &mut u32) {
+    c.bench_function(
+        &format!("Store::offer newer, known client ({table})"),
+        |b| {
+            b.iter_batched(
+                || {
+                    *n += 1;
+                    report(&clients[*n as usize % clients.len()], *n)
+                },
+                |r| store.offer(r),
+                BatchSize::SmallInput,
+            )
+        },
+    );
 }
 
 /// The one offer of a new client that makes a table of `full` clients (as
