@@ -69,11 +69,14 @@ struct RawConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
-    /// Worker threads; 0 means one per core. A node alone on a host wants
-    /// every core; several nodes sharing a few cores do better with one
-    /// each (fewer threads waking each other). The links to neighbours run
-    /// on as many threads again, of their own.
+    /// Worker threads for clients; 0 means one per core. A node alone on a
+    /// host wants every core; several nodes sharing a few cores do better
+    /// with one each (fewer threads waking each other).
     pub workers: usize,
+    /// Worker threads for the links to neighbours, on a runtime of their
+    /// own; 0 means one per core. One (the default) keeps a frame's arrival
+    /// and the links it wakes on one thread.
+    pub links_workers: usize,
     /// How much lower the CPU priority (nice value) of the links' threads
     /// is than the clients' (0-19). A node short of CPU answers its clients
     /// first and floods what they sent in fewer, fuller frames.
@@ -84,6 +87,7 @@ impl Default for Runtime {
     fn default() -> Runtime {
         Runtime {
             workers: 0,
+            links_workers: 1,
             links_nice: 10,
         }
     }
@@ -843,6 +847,15 @@ neighbours = ["A"]
         assert_eq!(c.runtime.workers, 1);
         let p = problems(&format!("{GOOD}\n[runtime]\nthreads = 1\n"));
         assert!(p[0].contains("threads"), "{p:?}");
+    }
+
+    #[test]
+    fn links_run_on_one_thread_by_default() {
+        assert_eq!(load(GOOD).unwrap().runtime.links_workers, 1);
+        let c = load(&format!("{GOOD}\n[runtime]\nlinks_workers = 0\n")).unwrap();
+        assert_eq!(c.runtime.links_workers, 0);
+        let p = problems(&format!("{GOOD}\n[runtime]\nlinks_workers = -1\n"));
+        assert!(p[0].contains("links_workers"), "{p:?}");
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             };
             let runtimes = runtime(config.runtime.workers, "herd-worker", 0).and_then(|clients| {
                 let links = runtime(
-                    config.runtime.workers,
+                    config.runtime.links_workers,
                     "herd-links",
                     config.runtime.links_nice,
                 )?;
