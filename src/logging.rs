@@ -421,11 +421,10 @@ impl LineFormat {
         }
     }
 
-    /// Appends the line for `bytes` going `dir` now to `sink`.
-    fn append(&self, sink: &Sink, dir: Direction, bytes: &[u8]) {
-        let stamp = Stamp::now();
+    /// Appends the line for `bytes` going `dir` at `stamp` to `sink`.
+    fn append(&self, sink: &Sink, stamp: &Stamp, dir: Direction, bytes: &[u8]) {
         if bytes.len() <= DIRECT_MAX {
-            sink.append_with(|buf| self.write(buf, &stamp, dir, bytes));
+            sink.append_with(|buf| self.write(buf, stamp, dir, bytes));
             return;
         }
         // Escaping a long reply (a WHATSAT's JSON) would hold the lock too
@@ -438,7 +437,7 @@ impl LineFormat {
                 Err(_) => &mut fresh,
             };
             line.clear();
-            self.write(line, &stamp, dir, bytes);
+            self.write(line, stamp, dir, bytes);
             sink.append(line);
             if line.capacity() > SCRATCH_KEEP {
                 *line = Vec::new();
@@ -491,11 +490,28 @@ impl Traffic {
     }
 
     /// Logs `bytes` (a line as received, without its LF, or a reply as
-    /// sent).
+    /// sent), now.
     pub fn log(&self, dir: Direction, bytes: &[u8]) {
         if let Some(file) = &self.file {
-            file.format.append(&file.log.sink, dir, bytes);
+            file.format
+                .append(&file.log.sink, &Stamp::now(), dir, bytes);
         }
+        self.mirror(dir, bytes);
+    }
+
+    /// Logs `bytes` as [`Traffic::log`] does, stamped `at` (when it was
+    /// read, for a line: the clock is read once for the line's log entry
+    /// and its AT reply).
+    pub fn log_at(&self, dir: Direction, bytes: &[u8], at: SystemTime) {
+        if let Some(file) = &self.file {
+            file.format
+                .append(&file.log.sink, &Stamp::at(at), dir, bytes);
+        }
+        self.mirror(dir, bytes);
+    }
+
+    /// The line's copy for stderr, if some layer wants it.
+    fn mirror(&self, dir: Direction, bytes: &[u8]) {
         // For stderr only (the file filter leaves these out); by default
         // disabled for every layer, which costs a check of the callsite.
         // The connection's span is entered only when a line will be
@@ -1119,7 +1135,7 @@ mod tests {
                     s.spawn(|| {
                         for n in 0..500 {
                             let bytes: &[u8] = if n % 5 == 0 { &long } else { b"IAMAT k +1+1 1" };
-                            format.append(&sink, Direction::In, bytes);
+                            format.append(&sink, &Stamp::now(), Direction::In, bytes);
                         }
                     });
                 }

@@ -25,9 +25,12 @@ impl Timestamp {
     }
 
     pub fn now() -> Timestamp {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        Timestamp::at(SystemTime::now())
+    }
+
+    /// `time` as a timestamp (the epoch for times before it).
+    pub fn at(time: SystemTime) -> Timestamp {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp {
             secs: since.as_secs(),
             nanos: since.subsec_nanos(),

@@ -291,6 +291,31 @@ fn a_node_serves_logs_and_exits_cleanly_on_sigterm() {
     for l in [line_in, reply_out, invalid_out] {
         assert!(has_timestamp(l), "no timestamp: {l}");
     }
+    // The line's log time is the receive time its AT line's delta was
+    // measured to: the client's time plus the delta, to the microsecond.
+    let delta = reply.split(' ').nth(2).expect("a delta");
+    let received =
+        nanos(&time, 1) + nanos(&delta[1..], if delta.starts_with('-') { -1 } else { 1 });
+    let (secs, frac) = (
+        received.div_euclid(1_000_000_000),
+        received.rem_euclid(1_000_000_000),
+    );
+    let day = secs.rem_euclid(86_400);
+    let clock = format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        frac / 1000
+    );
+    assert_eq!(&line_in[11..27], clock, "{line_in}\n{reply}");
+}
+
+/// `S.NNNNNNNNN` (up to nine fraction digits) as nanoseconds, times `sign`.
+fn nanos(text: &str, sign: i128) -> i128 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let frac = format!("{frac:0<9}");
+    sign * (int.parse::<i128>().unwrap() * 1_000_000_000 + frac.parse::<i128>().unwrap())
 }
 
 #[test]
