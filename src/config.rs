@@ -841,21 +841,17 @@ neighbours = ["A"]
     }
 
     #[test]
-    fn runtime_workers_default_to_one_per_core() {
-        assert_eq!(load(GOOD).unwrap().runtime.workers, 0);
-        let c = load(&format!("{GOOD}\n[runtime]\nworkers = 1\n")).unwrap();
-        assert_eq!(c.runtime.workers, 1);
-        let p = problems(&format!("{GOOD}\n[runtime]\nthreads = 1\n"));
-        assert!(p[0].contains("threads"), "{p:?}");
-    }
-
-    #[test]
-    fn links_run_on_one_thread_by_default() {
-        assert_eq!(load(GOOD).unwrap().runtime.links_workers, 1);
-        let c = load(&format!("{GOOD}\n[runtime]\nlinks_workers = 0\n")).unwrap();
-        assert_eq!(c.runtime.links_workers, 0);
-        let p = problems(&format!("{GOOD}\n[runtime]\nlinks_workers = -1\n"));
-        assert!(p[0].contains("links_workers"), "{p:?}");
+    fn clients_get_a_thread_per_core_and_links_one_by_default() {
+        let r = load(GOOD).unwrap().runtime;
+        assert_eq!((r.workers, r.links_workers), (0, 1));
+        let text = format!("{GOOD}\n[runtime]\nworkers = 1\nlinks_workers = 0\n");
+        let r = load(&text).unwrap().runtime;
+        assert_eq!((r.workers, r.links_workers), (1, 0));
+        for bad in ["threads = 1", "links_workers = -1"] {
+            let key = bad.split(' ').next().unwrap();
+            let p = problems(&format!("{GOOD}\n[runtime]\n{bad}\n"));
+            assert!(p[0].contains(key), "{p:?}");
+        }
     }
 
     #[test]
