@@ -492,11 +492,7 @@ impl Traffic {
     /// Logs `bytes` (a line as received, without its LF, or a reply as
     /// sent), now.
     pub fn log(&self, dir: Direction, bytes: &[u8]) {
-        if let Some(file) = &self.file {
-            file.format
-                .append(&file.log.sink, &Stamp::now(), dir, bytes);
-        }
-        self.mirror(dir, bytes);
+        self.log_at(dir, bytes, SystemTime::now());
     }
 
     /// Logs `bytes` as [`Traffic::log`] does, stamped `at` (when it was
@@ -507,11 +503,6 @@ impl Traffic {
             file.format
                 .append(&file.log.sink, &Stamp::at(at), dir, bytes);
         }
-        self.mirror(dir, bytes);
-    }
-
-    /// The line's copy for stderr, if some layer wants it.
-    fn mirror(&self, dir: Direction, bytes: &[u8]) {
         // For stderr only (the file filter leaves these out); by default
         // disabled for every layer, which costs a check of the callsite.
         // The connection's span is entered only when a line will be
@@ -617,10 +608,6 @@ thread_local! {
 }
 
 impl Stamp {
-    fn now() -> Stamp {
-        Stamp::at(SystemTime::now())
-    }
-
     fn at(time: SystemTime) -> Stamp {
         let (secs, nanos) = match time.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
@@ -1135,7 +1122,12 @@ mod tests {
                     s.spawn(|| {
                         for n in 0..500 {
                             let bytes: &[u8] = if n % 5 == 0 { &long } else { b"IAMAT k +1+1 1" };
-                            format.append(&sink, &Stamp::now(), Direction::In, bytes);
+                            format.append(
+                                &sink,
+                                &Stamp::at(SystemTime::now()),
+                                Direction::In,
+                                bytes,
+                            );
                         }
                     });
                 }
@@ -1143,7 +1135,7 @@ mod tests {
             drop(guard);
             let text = gate.text();
             assert_eq!(text.lines().count(), 2_000);
-            let stamp = Stamp::now();
+            let stamp = Stamp::at(SystemTime::now());
             for line in text.lines() {
                 // The same line, written again with this line's time.
                 let (at, bytes): (&str, &[u8]) = if json {

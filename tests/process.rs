@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use herd::timestamp::{parse_delta, Timestamp};
+
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// How long any wait in a test may take before the test fails.
@@ -294,8 +296,10 @@ fn a_node_serves_logs_and_exits_cleanly_on_sigterm() {
     // The line's log time is the receive time its AT line's delta was
     // measured to: the client's time plus the delta, to the microsecond.
     let delta = reply.split(' ').nth(2).expect("a delta");
-    let received =
-        nanos(&time, 1) + nanos(&delta[1..], if delta.starts_with('-') { -1 } else { 1 });
+    let received = Timestamp::parse(time.as_bytes())
+        .expect("the client's time")
+        .as_nanos()
+        + parse_delta(delta.as_bytes()).expect("an AT delta");
     let (secs, frac) = (
         received.div_euclid(1_000_000_000),
         received.rem_euclid(1_000_000_000),
@@ -309,13 +313,6 @@ fn a_node_serves_logs_and_exits_cleanly_on_sigterm() {
         frac / 1000
     );
     assert_eq!(&line_in[11..27], clock, "{line_in}\n{reply}");
-}
-
-/// `S.NNNNNNNNN` (up to nine fraction digits) as nanoseconds, times `sign`.
-fn nanos(text: &str, sign: i128) -> i128 {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let frac = format!("{frac:0<9}");
-    sign * (int.parse::<i128>().unwrap() * 1_000_000_000 + frac.parse::<i128>().unwrap())
 }
 
 #[test]
