@@ -1,12 +1,15 @@
 //! Micro-benchmarks of the hot path: parsing a request, making and parsing
-//! an AT line, the newest-wins store, the flooding hub and the traffic log.
+//! an AT line, the newest-wins store, the flooding hub, the traffic log and
+//! the offline places search.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use futures::FutureExt;
 use herd::flood::{Head, Hub};
 use herd::logging::{self, Direction, Traffic};
+use herd::places::{Offline, Places, Query};
 use herd::report::Report;
 use herd::request;
 use herd::store::Store;
@@ -259,5 +262,36 @@ fn traffic_log(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parsing, formatting, storing, flooding, traffic_log);
+/// WHATSAT on the bundled offline data at UCLA (a hundred places in its
+/// one-degree cell): the benchmark's own probe (1 m, one result) and a
+/// client's widest search (50 km, twenty results).
+fn offline_places(c: &mut Criterion) {
+    let places = Offline::bundled();
+    for (name, radius_m, bound) in [
+        ("1 m, 1 result", 1.0, 1),
+        ("50 km, 20 results", 50_000.0, 20),
+    ] {
+        c.bench_function(&format!("Offline::nearby UCLA {name}"), |b| {
+            b.iter(|| {
+                let query = Query {
+                    lat: 34.068930,
+                    lon: -118.445127,
+                    radius_m,
+                    bound,
+                };
+                black_box(places.nearby(black_box(query)).now_or_never())
+            })
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    parsing,
+    formatting,
+    storing,
+    flooding,
+    traffic_log,
+    offline_places
+);
 criterion_main!(benches);

@@ -29,8 +29,9 @@ const FIELDS: usize = 7;
 const ROWS: usize = 180;
 const COLS: usize = 360;
 
-/// Slack for rounding when deciding which cells a search touches; distances
-/// are checked exactly afterwards, so extra cells cost only time.
+/// Slack for rounding when deciding which cells a search touches and which
+/// places in them are worth measuring; distances are checked exactly
+/// afterwards, so extra cells and places cost only time.
 const CELL_SLACK_DEG: f64 = 1e-6;
 
 /// Places within a radius, from data held in memory.
@@ -200,12 +201,19 @@ impl Index {
         let Some(cells) = CellRange::around(query) else {
             return Vec::new();
         };
+        // No point is nearer than its difference in latitude, so a place
+        // outside the query's band of latitudes is out of reach without any
+        // trigonometry: most of a cell, for all but the widest searches.
+        let (lat, reach) = (query.lat.clamp(-90.0, 90.0), reach_deg(query.radius_m));
         let mut hits = Vec::new();
         for (row, col) in cells.iter() {
             for &i in self.grid.cell(row, col) {
                 let Some(place) = self.places.get(i as usize) else {
                     continue;
                 };
+                if (place.lat - lat).abs() > reach {
+                    continue;
+                }
                 let distance_m = haversine_m(query.lat, query.lon, place.lat, place.lon);
                 if distance_m <= query.radius_m {
                     hits.push(Hit {
@@ -412,6 +420,19 @@ fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * a.clamp(0.0, 1.0).sqrt().asin()
 }
 
+/// The angle `radius_m` spans at the centre; past half the circumference
+/// everything is in range.
+fn angular_radius(radius_m: f64) -> f64 {
+    (radius_m / EARTH_RADIUS_M).min(std::f64::consts::PI)
+}
+
+/// How far in latitude, in degrees, a search of `radius_m` reaches, with
+/// slack for rounding: no place further than that in latitude alone can be
+/// within the radius.
+fn reach_deg(radius_m: f64) -> f64 {
+    angular_radius(radius_m).to_degrees() + CELL_SLACK_DEG
+}
+
 /// Place indices bucketed by cell, stored compactly: cell `c` holds
 /// `members[starts[c]..starts[c + 1]]`, in input order.
 struct Grid {
@@ -475,9 +496,8 @@ impl CellRange {
             return None;
         }
         let lat = query.lat.clamp(-90.0, 90.0);
-        // Angular radius; past half the circumference everything is in range.
-        let r = (query.radius_m / EARTH_RADIUS_M).min(std::f64::consts::PI);
-        let r_deg = r.to_degrees() + CELL_SLACK_DEG;
+        let r = angular_radius(query.radius_m);
+        let r_deg = reach_deg(query.radius_m);
         let (south, north) = (lat - r_deg, lat + r_deg);
         let rows = (row_of(south.max(-90.0)), row_of(north.min(90.0)));
         let all = (0, COLS);
@@ -734,24 +754,45 @@ mod tests {
         }
         let places = Offline::from_tsv(&tsv).unwrap();
         let index = &*places.index;
-        for q in 0..300 {
-            let lat = if q % 3 == 0 {
-                88.0 + next() * 2.0
+        for q in 0..600 {
+            let query = if q < 300 {
+                let lat = if q % 3 == 0 {
+                    88.0 + next() * 2.0
+                } else {
+                    next() * 180.0 - 90.0
+                };
+                let lat = if q % 2 == 0 { -lat } else { lat };
+                let lon = if q % 4 == 0 {
+                    179.0 + next() * 2.0
+                } else {
+                    next() * 360.0 - 180.0
+                };
+                Query {
+                    lat,
+                    lon,
+                    radius_m: next() * 1_500_000.0,
+                    bound: 1 + q % 20,
+                }
             } else {
-                next() * 180.0 - 90.0
+                // Small searches a little way from a place: half of them
+                // reach exactly to it (its distance is the radius), the
+                // edge of the latitude band and of haversine_m.
+                let near = index.places[(next() * index.places.len() as f64) as usize];
+                let lat = (near.lat + (next() - 0.5) * 0.02).clamp(-90.0, 90.0);
+                let lon = near.lon + (next() - 0.5) * 0.02;
+                let radius_m = if q % 2 == 0 {
+                    haversine_m(lat, lon, near.lat, near.lon)
+                } else {
+                    next() * 5_000.0
+                };
+                Query {
+                    lat,
+                    lon,
+                    radius_m,
+                    bound: 20,
+                }
             };
-            let lat = if q % 2 == 0 { -lat } else { lat };
-            let lon = if q % 4 == 0 {
-                179.0 + next() * 2.0
-            } else {
-                next() * 360.0 - 180.0
-            };
-            let query = Query {
-                lat,
-                lon,
-                radius_m: next() * 1_500_000.0,
-                bound: 1 + q % 20,
-            };
+            let (lat, lon) = (query.lat, query.lon);
             let mut expected: Vec<Hit> = (0..index.places.len() as u32)
                 .filter_map(|i| {
                     let p = index.places[i as usize];
