@@ -38,15 +38,21 @@ pub struct Store {
     /// number. A report that is superseded leaves a hole (None) behind;
     /// holes are squeezed out once they pass a quarter of the reports, and
     /// the index grows by a quarter at a time, so it costs 16 to 25 bytes
-    /// per client and amortised constant time per change.
+    /// per client (and a quarter of a byte for `marks`) and amortised
+    /// constant time per change.
     changes: Vec<(Seq, Option<Report>)>,
     holes: usize,
     /// `(index, number)`: since the last squeeze every number has been
     /// pushed in turn, so from `index` on the entry for number `n` is at
-    /// `index + (n - number)`. Only reports older than the squeeze are
-    /// searched for (by [`search`], which guesses from the numbers rather
-    /// than bisecting).
+    /// `index + (n - number)`. Entries before `index`, the part the last
+    /// squeeze left, are found through `marks`.
     dense: (usize, Seq),
+    /// The number of every [`MARK_EVERY`]th entry of the squeezed part
+    /// (holes made since keep their places): an index of the index, small
+    /// enough to stay in cache, so that finding an old entry (see
+    /// [`position`]) waits out one cache miss, in the block of entries the
+    /// marks point to, instead of one per step across the whole index.
+    marks: Vec<Seq>,
     head: Seq,
 }
 
@@ -59,6 +65,7 @@ impl Default for Store {
             holes: 0,
             // Number 1 will be the first entry.
             dense: (0, 1),
+            marks: Vec::new(),
             head: 0,
         }
     }
@@ -101,6 +108,10 @@ impl Update for Checked<'_> {
 
 /// Holes are not squeezed out of a small index.
 const HOLES_KEPT: usize = 1024;
+
+/// Entries of the squeezed part of the change index per mark (see
+/// [`Store::marks`]): a block of them is 512 bytes.
+const MARK_EVERY: usize = 32;
 
 impl Store {
     pub fn new() -> Store {
@@ -172,7 +183,7 @@ impl Store {
                     Ordering::Less => return Offer::Lost(current.clone()),
                 }
                 report = update.into_report(seq, source);
-                if let Some(old) = position(&self.changes, self.dense, current.seq()) {
+                if let Some(old) = position(&self.changes, self.dense, &self.marks, current.seq()) {
                     self.changes[old].1 = None;
                     self.holes += 1;
                 }
@@ -188,6 +199,9 @@ impl Store {
             self.changes.retain(|(_, r)| r.is_some());
             self.holes = 0;
             self.dense = (self.changes.len(), seq);
+            self.marks.clear();
+            let marks = self.changes.iter().step_by(MARK_EVERY);
+            self.marks.extend(marks.map(|&(s, _)| s));
         }
         if self.changes.len() == self.changes.capacity() {
             // Grow by a quarter, not double: at a million clients doubling
@@ -247,7 +261,7 @@ impl Store {
     /// Where the change index holds number `seq`, if it does.
     #[cfg(test)]
     fn position(&self, seq: Seq) -> Option<usize> {
-        position(&self.changes, self.dense, seq)
+        position(&self.changes, self.dense, &self.marks, seq)
     }
 
     /// The current reports changed after `seq`, in change order.
@@ -259,78 +273,67 @@ impl Store {
     }
 }
 
-/// Where `changes`, dense from `dense` on (see [`Store`]), holds number
-/// `seq`, if it does.
-fn position(changes: &[(Seq, Option<Report>)], dense: (usize, Seq), seq: Seq) -> Option<usize> {
+/// Where `changes`, dense from `dense` on and marked by `marks` before
+/// that (see [`Store`]), holds number `seq`, if it does.
+fn position(
+    changes: &[(Seq, Option<Report>)],
+    dense: (usize, Seq),
+    marks: &[Seq],
+    seq: Seq,
+) -> Option<usize> {
     let (at, first) = dense;
     let index = match seq.checked_sub(first) {
         Some(after) => at.checked_add(usize::try_from(after).ok()?)?,
-        None => search(&changes[..at.min(changes.len())], seq),
+        None => {
+            // The block that starts at the last mark not above `seq`; the
+            // next mark (or, for the last block, the first dense number)
+            // bounds its numbers from above.
+            let k = find_mark(marks, first, seq)?;
+            let start = k * MARK_EVERY;
+            let block = changes.get(start..(start + MARK_EVERY).min(at))?;
+            let above = marks.get(k + 1).copied().unwrap_or(first);
+            start + find_in_block(block, (marks[k], above), seq)
+        }
     };
     changes.get(index).filter(|(s, _)| *s == seq).map(|_| index)
 }
 
-/// Where `seq` is or would be in `changes` (what `partition_point` gives).
-///
-/// Numbers rise by one per change, and squeezes take out holes spread along
-/// the index, so where `seq` falls between two entries' numbers is a good
-/// guess at where its entry sits between them. Each round guesses inside
-/// the bracket the last one left, then gallops from the guess (1, 2, 4...
-/// entries) until it has stepped over `seq`, which leaves a bracket no
-/// wider than the last step. A few rounds, then bisection of what is left.
-/// In a big index a plain binary search waits out a cache miss at each of
-/// its twenty steps (a client's superseded report is usually older than the
-/// last squeeze); a good guess touches a few neighbouring entries instead,
-/// and the numbers need not be spread evenly: the index of a node whose old
-/// clients never move is one slope for them and another for the rest.
-fn search(changes: &[(Seq, Option<Report>)], seq: Seq) -> usize {
-    const ROUNDS: usize = 3;
-    const SMALL: usize = 16;
-    let below = |i: usize| changes[i].0 < seq;
-    let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
+/// Which of `marks` (numbers of the entries that start each block, all
+/// below `first`) is the last at or below `seq`, if any is. Steady updates
+/// spread the numbers evenly, so where `seq` falls between the first mark
+/// and `first` usually names it at once; if not, bisection.
+fn find_mark(marks: &[Seq], first: Seq, seq: Seq) -> Option<usize> {
+    let low = *marks.first()?;
+    let span = u128::from(first.saturating_sub(low)).max(1);
+    let guess = u128::from(seq.checked_sub(low)?) * marks.len() as u128 / span;
+    if let Ok(k) = usize::try_from(guess) {
+        if marks.get(k).is_some_and(|&m| m <= seq) && marks.get(k + 1).is_none_or(|&m| m > seq) {
+            return Some(k);
+        }
+    }
+    marks.partition_point(|&m| m <= seq).checked_sub(1)
+}
+
+/// Where in `block`, whose numbers rise from `bounds.0` (its first) to
+/// below `bounds.1`, number `seq` is if it is there. Numbers rise by one
+/// per change and a squeeze takes out holes spread along the index, so
+/// where `seq` falls between the bounds is a good guess at where it sits;
+/// from there it steps to it, inside the block.
+fn find_in_block(block: &[(Seq, Option<Report>)], bounds: (Seq, Seq), seq: Seq) -> usize {
+    let (low, high) = bounds;
+    let Some(last) = block.len().checked_sub(1) else {
         return 0;
     };
-    if seq <= first.0 {
-        return 0;
+    let span = u128::from(high.saturating_sub(low)).max(1);
+    let guess = u128::from(seq.saturating_sub(low)) * block.len() as u128 / span;
+    let mut i = usize::try_from(guess).unwrap_or(last).min(last);
+    while i < last && block[i].0 < seq {
+        i += 1;
     }
-    if seq > last.0 {
-        return changes.len();
+    while i > 0 && block[i].0 > seq {
+        i -= 1;
     }
-    // The answer is in (lo, hi]: entry lo is below `seq`, entry hi is not.
-    let (mut lo, mut hi) = (0, changes.len() - 1);
-    for _ in 0..ROUNDS {
-        if hi - lo <= SMALL {
-            break;
-        }
-        // `seq` is above the number at lo and at most the one at hi, so
-        // the fraction is in (0, 1]; the clamp keeps the guess inside.
-        let (low, high) = (changes[lo].0, changes[hi].0);
-        let fraction = (seq - low) as f64 / (high - low) as f64;
-        let guess = lo + ((fraction * (hi - lo) as f64) as usize).clamp(1, hi - lo - 1);
-        let mut step = 1;
-        if below(guess) {
-            lo = guess;
-            while lo + step < hi {
-                if !below(lo + step) {
-                    hi = lo + step;
-                    break;
-                }
-                lo += step;
-                step *= 2;
-            }
-        } else {
-            hi = guess;
-            while step < hi - lo {
-                if below(hi - step) {
-                    lo = hi - step;
-                    break;
-                }
-                hi -= step;
-                step *= 2;
-            }
-        }
-    }
-    lo + 1 + changes[lo + 1..hi].partition_point(|&(s, _)| s < seq)
+    i
 }
 
 impl std::fmt::Debug for Store {
@@ -600,12 +603,12 @@ mod tests {
     }
 
     proptest! {
-        /// The guessing search finds what a binary search finds, for any
-        /// rising numbers (gaps of one, of thousands, or huge ones, as a
-        /// client that never moves leaves before the rest) and any number
-        /// looked for, in the index or not.
+        /// The marks and a guess inside their block find what a binary
+        /// search finds, for any rising numbers (gaps of one, of thousands,
+        /// or huge ones, as a client that never moves leaves before the
+        /// rest) and any number looked for, in the index or not.
         #[test]
-        fn the_search_agrees_with_bisection(
+        fn marks_find_what_bisection_finds(
             gaps in proptest::collection::vec(prop_oneof![1u64..3, 1u64..5000, 1u64..(u64::MAX / 1024)], 0..300),
             probes in proptest::collection::vec(any::<prop::sample::Index>(), 1..40),
             far in any::<u64>(),
@@ -618,17 +621,20 @@ mod tests {
                     (seq, None)
                 })
                 .collect();
-            let mut looked_for = vec![0, 1, far, seq, seq.saturating_add(1), u64::MAX];
+            // As a squeeze leaves them, the next number still to come.
+            let marks: Vec<Seq> = changes.iter().step_by(MARK_EVERY).map(|&(s, _)| s).collect();
+            let dense = (changes.len(), seq + 1);
+            let mut looked_for = vec![0, 1, far, seq];
             for probe in &probes {
                 if !changes.is_empty() {
                     let at = changes[probe.index(changes.len())].0;
                     looked_for.extend([at - 1, at, at + 1]);
                 }
             }
-            for want in looked_for {
+            for want in looked_for.into_iter().filter(|&w| w < dense.1) {
                 prop_assert_eq!(
-                    search(&changes, want),
-                    changes.partition_point(|&(s, _)| s < want),
+                    position(&changes, dense, &marks, want),
+                    changes.binary_search_by_key(&want, |&(s, _)| s).ok(),
                     "looking for {}", want
                 );
             }
