@@ -89,7 +89,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub keep: bool,
     /// Record `perf record -g` profiles of the herd's nodes during the first
-    /// round's 50×1 load and the burst, and `perf stat` counts of syscalls
+    /// round's 50×1 load and the bursts (with the sample checks after each),
+    /// and `perf stat` counts of syscalls
     /// per node during that 50×1 load (into the output directory), then a
     /// flame graph of each profile
     #[arg(long)]
