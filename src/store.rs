@@ -303,13 +303,9 @@ fn position(
 /// spread the numbers evenly, so where `seq` falls between the first mark
 /// and `first` usually names it at once; if not, bisection.
 fn find_mark(marks: &[Seq], first: Seq, seq: Seq) -> Option<usize> {
-    let low = *marks.first()?;
-    let span = u128::from(first.saturating_sub(low)).max(1);
-    let guess = u128::from(seq.checked_sub(low)?) * marks.len() as u128 / span;
-    if let Ok(k) = usize::try_from(guess) {
-        if marks.get(k).is_some_and(|&m| m <= seq) && marks.get(k + 1).is_none_or(|&m| m > seq) {
-            return Some(k);
-        }
+    let k = interpolate(seq, (*marks.first()?, first), marks.len());
+    if marks.get(k).is_some_and(|&m| m <= seq) && marks.get(k + 1).is_none_or(|&m| m > seq) {
+        return Some(k);
     }
     marks.partition_point(|&m| m <= seq).checked_sub(1)
 }
@@ -320,13 +316,10 @@ fn find_mark(marks: &[Seq], first: Seq, seq: Seq) -> Option<usize> {
 /// where `seq` falls between the bounds is a good guess at where it sits;
 /// from there it steps to it, inside the block.
 fn find_in_block(block: &[(Seq, Option<Report>)], bounds: (Seq, Seq), seq: Seq) -> usize {
-    let (low, high) = bounds;
     let Some(last) = block.len().checked_sub(1) else {
         return 0;
     };
-    let span = u128::from(high.saturating_sub(low)).max(1);
-    let guess = u128::from(seq.saturating_sub(low)) * block.len() as u128 / span;
-    let mut i = usize::try_from(guess).unwrap_or(last).min(last);
+    let mut i = interpolate(seq, bounds, block.len()).min(last);
     while i < last && block[i].0 < seq {
         i += 1;
     }
@@ -334,6 +327,15 @@ fn find_in_block(block: &[(Seq, Option<Report>)], bounds: (Seq, Seq), seq: Seq) 
         i -= 1;
     }
     i
+}
+
+/// Where `seq` falls between `low` and `high`, scaled to `len` places
+/// (0 below `low`, `len` or more at `high` and past it): numbers rise by
+/// about one per entry, so this guesses an entry's place among `len`.
+fn interpolate(seq: Seq, (low, high): (Seq, Seq), len: usize) -> usize {
+    let span = u128::from(high.saturating_sub(low)).max(1);
+    let guess = u128::from(seq.saturating_sub(low)) * len as u128 / span;
+    usize::try_from(guess).unwrap_or(usize::MAX)
 }
 
 impl std::fmt::Debug for Store {
