@@ -10,8 +10,12 @@
 //! of growing the node's memory.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -180,6 +184,7 @@ where
     // Waited on across iterations, so neither is registered anew each time.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    let mut cancelled = WhenWoken::new(cancelled);
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     // The last time the client sent or took anything (on the coarse clock:
@@ -316,7 +321,6 @@ async fn answer(
         Parsed::Request(Request::IAmAt {
             client,
             location_text,
-            location: _,
             time_text,
             time,
         }) => {
@@ -386,6 +390,76 @@ async fn answer(
     Next::Reply(reply)
 }
 
+/// A future polled only when it may have finished: the first time, after
+/// it woke the task, and when the task's waker is not the one it was given.
+///
+/// For the shutdown signal, which a connection's loop waits on at every
+/// turn (a read and a write per request): a token's `cancelled()` takes two
+/// locks each time it is polled (the token's state, then its `Notify`'s
+/// waiters), about 1% of a loaded node's client threads.
+struct WhenWoken<'a, F> {
+    future: Pin<&'a mut F>,
+    /// The waker the future was last polled with, and the task's behind it.
+    noted: Option<Arc<Noted>>,
+}
+
+/// A waker that notes that it was woken, then wakes the task.
+struct Noted {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Noted {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl<'a, F: Future> WhenWoken<'a, F> {
+    fn new(future: Pin<&'a mut F>) -> Self {
+        WhenWoken {
+            future,
+            noted: None,
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let noted = match &this.noted {
+            // Cleared before the poll: a wakeup during it is noted again.
+            Some(noted) if noted.task.will_wake(cx.waker()) => {
+                // A plain load first: the usual answer is no, and a swap
+                // would take the cache line for writing every time.
+                if !noted.woken.load(Ordering::Acquire)
+                    || !noted.woken.swap(false, Ordering::Acquire)
+                {
+                    return Poll::Pending;
+                }
+                noted.clone()
+            }
+            _ => {
+                let noted = Arc::new(Noted {
+                    woken: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                this.noted = Some(noted.clone());
+                noted
+            }
+        };
+        let waker = Waker::from(noted);
+        this.future.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
 /// The monotonic clock as of its last tick (a few milliseconds behind):
 /// a quarter of the precise clock's cost, and precise enough for an idle
 /// timeout.
@@ -421,4 +495,114 @@ fn invalid(line: &[u8]) -> Bytes {
     out.put_slice(line);
     out.put_u8(b'\n');
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    /// A task's waker that counts its wakeups.
+    #[derive(Default)]
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A future that counts its polls, keeps the last waker it was given
+    /// and finishes once `done`.
+    #[derive(Default)]
+    struct Probe {
+        polls: usize,
+        done: bool,
+        waker: Option<Waker>,
+    }
+
+    struct Probed(Arc<Mutex<Probe>>);
+
+    impl Future for Probed {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let mut probe = self.0.lock().unwrap();
+            probe.polls += 1;
+            probe.waker = Some(cx.waker().clone());
+            if probe.done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_with<F: Future + Unpin>(future: &mut F, task: &Arc<Task>) -> Poll<F::Output> {
+        let waker = Waker::from(task.clone());
+        Pin::new(future).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_future_is_polled_again_only_after_it_woke_the_task() {
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let mut inner = Probed(probe.clone());
+        let mut watched = WhenWoken::new(Pin::new(&mut inner));
+        let task = Arc::new(Task::default());
+        for _ in 0..5 {
+            assert!(poll_with(&mut watched, &task).is_pending());
+        }
+        assert_eq!(
+            probe.lock().unwrap().polls,
+            1,
+            "polled while nothing woke it"
+        );
+        // A wakeup that finds it still pending: polled once more, then left.
+        let waker = probe.lock().unwrap().waker.clone().unwrap();
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was not woken");
+        assert!(poll_with(&mut watched, &task).is_pending());
+        assert!(poll_with(&mut watched, &task).is_pending());
+        assert_eq!(probe.lock().unwrap().polls, 2);
+        probe.lock().unwrap().done = true;
+        waker.wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 2);
+        assert!(poll_with(&mut watched, &task).is_ready());
+        assert_eq!(probe.lock().unwrap().polls, 3);
+    }
+
+    #[test]
+    fn a_new_waker_is_handed_on_at_once() {
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let mut inner = Probed(probe.clone());
+        let mut watched = WhenWoken::new(Pin::new(&mut inner));
+        let (first, second) = (Arc::new(Task::default()), Arc::new(Task::default()));
+        assert!(poll_with(&mut watched, &first).is_pending());
+        assert!(poll_with(&mut watched, &second).is_pending());
+        assert_eq!(probe.lock().unwrap().polls, 2);
+        probe.lock().unwrap().done = true;
+        probe.lock().unwrap().waker.take().unwrap().wake();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the old task was woken");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert!(poll_with(&mut watched, &second).is_ready());
+    }
+
+    #[test]
+    fn a_cancelled_token_ends_the_wait() {
+        let token = CancellationToken::new();
+        let child = token.child_token();
+        let cancelled = child.cancelled();
+        tokio::pin!(cancelled);
+        let mut watched = WhenWoken::new(cancelled);
+        let task = Arc::new(Task::default());
+        assert!(poll_with(&mut watched, &task).is_pending());
+        assert!(poll_with(&mut watched, &task).is_pending());
+        token.cancel();
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            1,
+            "cancelling did not wake the task"
+        );
+        assert!(poll_with(&mut watched, &task).is_ready());
+    }
 }
