@@ -25,10 +25,11 @@ pub const MAX_BOUND: usize = 20;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Request<'a> {
     /// `IAMAT client location time`; the texts are kept to echo them back.
+    /// The location is checked, not worked out: its numbers are only needed
+    /// when a WHATSAT searches around it, which reads them from the text.
     IAmAt {
         client: &'a [u8],
         location_text: &'a [u8],
-        location: Location,
         time_text: &'a [u8],
         time: Timestamp,
     },
@@ -68,10 +69,12 @@ pub fn parse(line: &[u8]) -> Parsed<'_> {
 }
 
 fn iamat([client, location_text, time_text]: [&[u8]; 3]) -> Option<Request<'_>> {
+    if !Location::is_valid(location_text) {
+        return None;
+    }
     Some(Request::IAmAt {
         client,
         location_text,
-        location: Location::parse(location_text)?,
         time_text,
         time: Timestamp::parse(time_text)?,
     })
