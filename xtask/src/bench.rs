@@ -126,6 +126,15 @@ pub const LOADS: [(usize, usize); 2] = [(50, 1), (10, 32)];
 const BURST_CONNS: usize = 10;
 const BURST_WINDOW: usize = 512;
 
+/// What every client ID the benchmark sends starts with, whatever the
+/// configuration: the IDs once named it (`ceiling-50x1-…`, `tcp-burst2.…`,
+/// `tcp-against-client.…`), so the ceiling's lines were 4 bytes longer than
+/// `tcp`'s and an `--against` herd's 8 bytes longer than its base herd's,
+/// which cost that herd about 5% in the bursts (both directions of a paired
+/// run read 0.94-0.95). Every configuration is a separate server, so the
+/// same IDs in each never meet. Four letters, as `quic` was.
+const ID_TAG: &str = "herd";
+
 /// Between WHATSAT polls while waiting for updates to arrive.
 const POLL: Duration = Duration::from_millis(1);
 
@@ -902,7 +911,7 @@ fn client_path(
                     depth,
                     warmup: params.warmup,
                     measure: params.slice(),
-                    tag: format!("{}-{conns}x{depth}", r.config),
+                    tag: format!("{ID_TAG}-{conns}x{depth}"),
                 };
                 let herd = matches!(r.process, Process::Herd(_));
                 let profile = args.perf && herd && depth == 1 && round == 0;
@@ -1249,7 +1258,7 @@ fn bursts(
                 propagate(
                     run.nodes.clone(),
                     run.herd.node(ENTRY).client,
-                    format!("{}-burst{round}", r.config),
+                    format!("{ID_TAG}-burst{round}"),
                     params.burst,
                     params.samples,
                     Duration::from_secs(60),
@@ -1304,7 +1313,7 @@ fn herd_tail(
             propagate(
                 nodes.clone(),
                 entry,
-                format!("{name}-client"),
+                format!("{ID_TAG}-client"),
                 params.clients,
                 params.samples,
                 limit,
