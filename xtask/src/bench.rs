@@ -90,9 +90,8 @@ pub struct BenchArgs {
     pub keep: bool,
     /// Record `perf record -g` profiles of the herd's nodes during the first
     /// round's 50×1 load and the bursts (with the sample checks after each),
-    /// and `perf stat` counts of syscalls
-    /// per node during that 50×1 load (into the output directory), then a
-    /// flame graph of each profile
+    /// and `perf stat` counts of syscalls per node during that 50×1 load
+    /// (into the output directory), then a flame graph of each profile
     #[arg(long)]
     pub perf: bool,
     /// Use this `herd` binary instead of building the workspace's (to
@@ -126,13 +125,11 @@ pub const LOADS: [(usize, usize); 2] = [(50, 1), (10, 32)];
 const BURST_CONNS: usize = 10;
 const BURST_WINDOW: usize = 512;
 
-/// What every client ID the benchmark sends starts with, whatever the
-/// configuration: the IDs once named it (`ceiling-50x1-…`, `tcp-burst2.…`,
-/// `tcp-against-client.…`), so the ceiling's lines were 4 bytes longer than
-/// `tcp`'s and an `--against` herd's 8 bytes longer than its base herd's,
-/// which cost that herd about 5% in the bursts (both directions of a paired
-/// run read 0.94-0.95). Every configuration is a separate server, so the
-/// same IDs in each never meet. Four letters, as `quic` was.
+/// What every client ID the benchmark sends starts with, the same for
+/// every configuration so that all of them handle lines of the same length
+/// (IDs that named the configuration cost an `--against` herd, 8 bytes
+/// longer, about 5% in the bursts). Every configuration is a separate
+/// server, so the same IDs in each never meet.
 const ID_TAG: &str = "herd";
 
 /// Between WHATSAT polls while waiting for updates to arrive.
